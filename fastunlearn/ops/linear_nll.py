@@ -1,0 +1,157 @@
+"""Linear + negative log-likelihood without the full logits (DESIGN.md §3).
+
+loss = scale * sum_t w_t * (logsumexp(W x_t + b) - (W x_t + b)[y_t]), divided by the sum of
+w over counted tokens for reduction="mean". For "mean"/"sum" the gradient is computed during
+forward, chunk by chunk, with ``scale`` folded in, so backward is one multiply by the
+incoming scalar and gradient ascent (scale=-1) costs nothing extra. reduction="none" keeps
+only the per-token NLL in forward and recomputes the chunks in backward for any grad_output.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from fastunlearn.ops.backend import kernels, select_backend
+from fastunlearn.ops.validation import check_same_device, check_shape, check_tensor
+
+REDUCTIONS = ("mean", "sum", "none")
+LOGITS_BUDGET = 1 << 24  # elements of the one [chunk, V] buffer (64 MiB in fp32)
+
+
+def reference_linear_nll(x, weight, labels, bias=None, token_weight=None, scale=1.0,
+                         ignore_index=-100, reduction="mean"):
+    """Readable ground truth with the logits materialised; differentiable through autograd."""
+    logits = F.linear(x, weight, bias).to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+    counted = labels != ignore_index
+    nll = -torch.log_softmax(logits, dim=-1).gather(-1, labels.clamp_min(0)[..., None]).squeeze(-1)
+    w = torch.ones_like(nll) if token_weight is None else token_weight.to(nll.dtype)
+    w = w * counted
+    per_token = scale * w * nll
+    if reduction == "none":
+        return per_token
+    total = per_token.sum()
+    if reduction == "sum":
+        return total
+    denominator = w.sum()
+    return total / torch.where(denominator != 0, denominator, torch.ones_like(denominator))
+
+
+def default_chunk_size(n_tokens: int, vocab: int) -> int:
+    return max(1, min(n_tokens, LOGITS_BUDGET // max(vocab, 1)))
+
+
+class LinearNLLFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, labels, coef, reduction, chunk_size, backend):
+        impl = kernels(backend)
+        needs_grad = tuple(ctx.needs_input_grad[:3]) if reduction != "none" else (False, False, False)
+        nll, grad_x, grad_w, grad_b = impl.linear_nll_fused(x, weight, bias, labels, coef, chunk_size, needs_grad)
+        per_token = coef * nll
+        ctx.impl, ctx.reduction, ctx.chunk_size = impl, reduction, chunk_size
+        if reduction == "none":
+            ctx.save_for_backward(x, weight, bias, labels, coef)
+            loss = per_token
+        else:
+            ctx.save_for_backward(grad_x, grad_w, grad_b)
+            loss = per_token.sum()
+        ctx.mark_non_differentiable(nll)
+        return loss, nll
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_nll):
+        if ctx.reduction == "none":
+            x, weight, bias, labels, coef = ctx.saved_tensors
+            recompute_coef = (coef * grad_loss.float()).contiguous()
+            _, grad_x, grad_w, grad_b = ctx.impl.linear_nll_fused(
+                x, weight, bias, labels, recompute_coef, ctx.chunk_size, tuple(ctx.needs_input_grad[:3])
+            )
+        else:
+            grad_x, grad_w, grad_b = ctx.saved_tensors
+            # Multiplying by the incoming scalar tensor keeps the device free of host syncs.
+            grad_x = grad_x * grad_loss.to(grad_x.dtype) if grad_x is not None else None
+            grad_w = grad_w * grad_loss.to(grad_w.dtype) if grad_w is not None else None
+            grad_b = grad_b * grad_loss.to(grad_b.dtype) if grad_b is not None else None
+        return grad_x, grad_w, grad_b, None, None, None, None, None
+
+
+def _check_inputs(x, weight, labels, bias, token_weight, reduction):
+    check_tensor("x", x, floating=True)
+    check_tensor("weight", weight, ndim=2, floating=True)
+    check_tensor("labels", labels)
+    if x.dim() < 1 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"x must end in the hidden size H={weight.shape[1]} of weight[V, H], got {tuple(x.shape)}")
+    if x.dtype != weight.dtype:
+        raise ValueError(f"x dtype {x.dtype} must match weight dtype {weight.dtype}")
+    if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
+        raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
+    check_shape("labels", labels, x.shape[:-1], "x.shape[:-1]")
+    if bias is not None:
+        check_tensor("bias", bias, ndim=1, floating=True)
+        check_shape("bias", bias, (weight.shape[0],), "[V] of weight")
+    if token_weight is not None:
+        check_tensor("token_weight", token_weight, floating=True)
+        check_shape("token_weight", token_weight, labels.shape, "labels.shape")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    check_same_device(x=x, weight=weight, labels=labels, bias=bias, token_weight=token_weight)
+
+
+def _check_label_range(labels: torch.Tensor, vocab: int, ignore_index: int) -> None:
+    # A host read, so only where it costs nothing: CPU tensors. On CUDA the kernels treat
+    # out-of-range labels as ignored rather than stall the device to check.
+    if labels.device.type != "cpu":
+        return
+    bad = (labels != ignore_index) & ((labels < 0) | (labels >= vocab))
+    if bool(bad.any()):
+        value = labels[bad][0].item()
+        raise ValueError(f"labels must lie in [0, {vocab}) or equal ignore_index={ignore_index}; found {value}")
+
+
+def linear_nll(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    token_weight: torch.Tensor | None = None,
+    scale: float = 1.0,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    *,
+    chunk_size: int | None = None,
+    return_token_logprobs: bool = False,
+    backend: str | None = None,
+):
+    """Fused ``scale * weighted NLL`` of ``F.linear(x, weight, bias)`` against ``labels``.
+
+    x[..., H], labels[...] (ignore_index where not counted), weight[V, H] (may be tied to an
+    embedding). "mean" divides by the sum of token weights over counted tokens (0, with zero
+    gradients, when nothing is counted); "none" returns ``scale * w_t * nll_t`` shaped like
+    labels. The loss is fp32 whatever the input dtype. With ``return_token_logprobs`` also returns the detached fp32 log p(y_t) (0 where
+    ignored), shaped like labels.
+    """
+    _check_inputs(x, weight, labels, bias, token_weight, reduction)
+    vocab, hidden = weight.shape
+    _check_label_range(labels, vocab, ignore_index)
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
+    out_shape = labels.shape
+    x2 = x.reshape(-1, hidden).contiguous()
+    flat_labels = labels.reshape(-1).long()
+    counted = (flat_labels != ignore_index) & (flat_labels >= 0) & (flat_labels < vocab)
+    kernel_labels = torch.where(counted, flat_labels, torch.full_like(flat_labels, -1))
+    w = counted.float() if token_weight is None else token_weight.reshape(-1).float() * counted
+    coef = w * float(scale)
+    if reduction == "mean":
+        denominator = w.sum()
+        coef = coef / torch.where(denominator != 0, denominator, torch.ones_like(denominator))
+    chunk = chunk_size or default_chunk_size(x2.shape[0], vocab)
+    loss, nll = LinearNLLFunction.apply(
+        x2, weight.contiguous(), None if bias is None else bias.contiguous(), kernel_labels,
+        coef.contiguous(), reduction, chunk, select_backend(x.device, backend),
+    )
+    if reduction == "none":
+        loss = loss.reshape(out_shape)
+    if return_token_logprobs:
+        return loss, (-nll).reshape(out_shape)
+    return loss

@@ -1,0 +1,111 @@
+"""N-pair similarity + softmax loss (DESIGN.md §3).
+
+cand[:, 0] is the positive, cand[:, 1:] the negatives; logit_k = sim(a, c_k) / tau and
+loss_b = logsumexp_k logit_k - logit_0 = log(1 + sum_{k>=1} exp(logit_k - logit_0)).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from fastunlearn.ops.backend import kernels, select_backend
+from fastunlearn.ops.validation import check_same_device, check_shape, check_tensor
+
+SIMILARITIES = ("cosine", "dot")
+REDUCTIONS = ("mean", "sum", "none")
+COSINE_EPS = 1e-8
+
+
+def reference_npair_loss(anchor, cand, temperature, similarity="cosine", cand_mask=None, reduction="mean"):
+    """Readable ground truth: returns (loss, logits[B,K]); differentiable through autograd."""
+    a, c = anchor, cand
+    if similarity == "cosine":
+        a = F.normalize(a, dim=-1, eps=COSINE_EPS)
+        c = F.normalize(c, dim=-1, eps=COSINE_EPS)
+    logits = (c * a[:, None, :]).sum(-1) / temperature
+    if cand_mask is not None:
+        logits = logits.masked_fill(~cand_mask.bool(), float("-inf"))
+    per_row = torch.logsumexp(logits, dim=1) - logits[:, 0]
+    return _reduce(per_row, reduction), logits
+
+
+def _reduce(per_row: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "mean":
+        return per_row.mean()
+    if reduction == "sum":
+        return per_row.sum()
+    return per_row
+
+
+class NPairLossFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, anchor, cand, cand_mask, temperature, cosine, reduction, backend):
+        impl = kernels(backend)
+        anchor, cand = anchor.contiguous(), cand.contiguous()
+        per_row, logits = impl.npair_forward(anchor, cand, cand_mask, 1.0 / temperature, cosine, COSINE_EPS)
+        ctx.save_for_backward(anchor, cand, cand_mask, logits)
+        ctx.impl, ctx.inv_temperature, ctx.cosine, ctx.reduction = impl, 1.0 / temperature, cosine, reduction
+        ctx.mark_non_differentiable(logits)
+        return _reduce(per_row, reduction), logits
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_logits):
+        anchor, cand, cand_mask, logits = ctx.saved_tensors
+        rows = anchor.shape[0]
+        grad_rows = grad_loss.float().expand(rows) if ctx.reduction != "none" else grad_loss.float()
+        if ctx.reduction == "mean":
+            grad_rows = grad_rows / rows
+        grad_anchor, grad_cand = ctx.impl.npair_backward(
+            grad_rows.contiguous(), anchor, cand, cand_mask, logits, ctx.inv_temperature, ctx.cosine, COSINE_EPS
+        )
+        return grad_anchor, grad_cand, None, None, None, None, None
+
+
+def npair_loss(
+    anchor: torch.Tensor,
+    cand: torch.Tensor,
+    temperature: float,
+    similarity: str = "cosine",
+    cand_mask: torch.Tensor | None = None,
+    reduction: str = "mean",
+    *,
+    return_logits: bool = False,
+    backend: str | None = None,
+):
+    """N-pair loss of anchor[B,D] against cand[B,K,D] (column 0 the positive).
+
+    ``cand_mask[B,K]`` (bool) leaves out candidates so rows may have different numbers of
+    negatives; column 0 must stay in. With ``return_logits`` also returns the detached fp32
+    logits [B,K] (-inf where masked), e.g. for accuracy logging. The loss is fp32.
+    """
+    check_tensor("anchor", anchor, ndim=2, floating=True)
+    check_tensor("cand", cand, ndim=3, floating=True)
+    rows, dim = anchor.shape
+    if cand.shape[0] != rows or cand.shape[2] != dim:
+        raise ValueError(f"cand must have shape [B, K, D] = [{rows}, K, {dim}] to match anchor, got {tuple(cand.shape)}")
+    if cand.dtype != anchor.dtype:
+        raise ValueError(f"cand dtype {cand.dtype} must match anchor dtype {anchor.dtype}")
+    if cand.shape[1] < 2:
+        raise ValueError(f"cand needs K >= 2 candidates (one positive, at least one negative), got K={cand.shape[1]}")
+    if not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if cand_mask is None:
+        cand_mask = torch.ones(cand.shape[:2], dtype=torch.bool, device=cand.device)
+    else:
+        check_tensor("cand_mask", cand_mask)
+        check_shape("cand_mask", cand_mask, cand.shape[:2], "[B, K] of cand")
+        check_same_device(anchor=anchor, cand=cand, cand_mask=cand_mask)
+        cand_mask = cand_mask.bool().contiguous()
+        if not bool(cand_mask[:, 0].all()):
+            raise ValueError("cand_mask[:, 0] must be True: column 0 is each row's positive")
+    check_same_device(anchor=anchor, cand=cand)
+    loss, logits = NPairLossFunction.apply(
+        anchor, cand, cand_mask, float(temperature), similarity == "cosine", reduction,
+        select_backend(anchor.device, backend),
+    )
+    return (loss, logits) if return_logits else loss
