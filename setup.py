@@ -63,6 +63,8 @@ setup(
         "safetensors",
         "tqdm",
         "pyyaml",
+        "datasets>=3.0",
+        "pyarrow>=15",
     ],
     extras_require={
         "triton": ["triton>=3.0"],
