@@ -1,0 +1,107 @@
+"""Triton kernel paths the shared op tests' small shapes never reach: multi-block loops over
+D and V, clamped cosine norms, -inf logits. Kernels are compared directly with torch_kernels."""
+
+import importlib
+import importlib.util
+
+import pytest
+import torch
+
+from fastunlearn.ops import torch_kernels
+from fastunlearn.ops.pooling import position_weights
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None, reason="triton not installed"
+)
+
+
+@pytest.fixture
+def device(monkeypatch):
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    return torch.device("cpu")
+
+
+def triton_kernels():
+    return importlib.import_module("fastunlearn.ops.triton_kernels")
+
+
+def close(actual, expected, tol=1e-5):
+    # Relative to the largest magnitude: long dot products cancel, so the summation order
+    # shows in the small entries.
+    scale = expected.float().abs().nan_to_num(posinf=0.0).max().clamp_min(1.0)
+    torch.testing.assert_close(
+        (actual.float() / scale).cpu(), (expected.float() / scale).cpu(), rtol=tol, atol=tol
+    )
+
+
+@pytest.mark.parametrize(
+    "shape", [(1, 70, 130), (1, 3, 600)], ids=["multi-T-D-blocks", "multi-D-blocks"]
+)
+def test_pooling_multi_block(device, shape):
+    batch, length, dim = shape
+    hidden = torch.randn(shape, device=device)
+    mask = torch.rand(batch, length, device=device) > 0.3
+    mask[:, 0] = True
+    weights = position_weights(mask)
+    grad = torch.randn(batch, dim, device=device)
+    kernels = triton_kernels()
+    close(kernels.pool_forward(hidden, weights), torch_kernels.pool_forward(hidden, weights))
+    close(
+        kernels.pool_backward(grad, weights, hidden.dtype),
+        torch_kernels.pool_backward(grad, weights, hidden.dtype),
+    )
+
+
+# (B, K, D): K=64 narrows the D block to 128, K=2 with D > 4096 needs two 4096-wide blocks.
+@pytest.mark.parametrize(
+    "shape", [(2, 64, 200), (1, 2, 4100), (3, 4, 33)], ids=lambda s: "x".join(map(str, s))
+)
+@pytest.mark.parametrize("cosine", [True, False], ids=["cosine", "dot"])
+@pytest.mark.parametrize("tiny_norms", [False, True], ids=["normal", "clamped-norms"])
+def test_npair_blocks_and_clamped_norms(device, shape, cosine, tiny_norms):
+    batch, k, dim = shape
+    anchor = torch.randn(batch, dim, device=device)
+    cand = torch.randn(batch, k, dim, device=device)
+    if tiny_norms:  # norms below eps: the gradient is grad_unit / eps, with no radial projection
+        anchor[0] *= 1e-10
+        cand[-1, 1] = 0.0
+    mask = torch.rand(batch, k, device=device) > 0.4
+    mask[:, :2] = True
+    grad_loss = torch.rand(batch, device=device)
+    args = (1 / 0.07, cosine, 1e-8)
+    kernels = triton_kernels()
+    loss, logits = kernels.npair_forward(anchor, cand, mask, *args)
+    ref_loss, ref_logits = torch_kernels.npair_forward(anchor, cand, mask, *args)
+    close(loss, ref_loss)
+    close(logits, ref_logits)
+    grads = kernels.npair_backward(grad_loss, anchor, cand, mask, logits, *args)
+    ref_grads = torch_kernels.npair_backward(grad_loss, anchor, cand, mask, ref_logits, *args)
+    for got, ref in zip(grads, ref_grads):
+        close(got, ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_nll_chunk_multi_block_vocab(device, dtype):
+    vocab = 16384 + 77  # two V blocks, the second partial
+    logits = (torch.randn(4, vocab, device=device) * 4).to(dtype)
+    logits[2, :16400] = float("-inf")  # a masked vocabulary prefix covering the whole first block
+    labels = torch.tensor([3, -1, 16430, vocab - 1], device=device)
+    coef = torch.rand(4, device=device)
+    kernels = importlib.import_module("fastunlearn.ops.triton_kernels.linear_nll")
+    got = logits.clone()
+    nll = kernels.nll_chunk(got, labels, coef)
+    expected = logits.float().clone()
+    ref_nll = torch_kernels.nll_chunk(expected, labels, coef)
+    close(nll, ref_nll)
+    close(got, expected, tol=1e-5 if dtype == torch.float32 else 1e-2)
+    close(kernels.nll_chunk(logits.clone(), labels, None), ref_nll)
+
+
+def test_nll_chunk_all_rows_ignored(device):
+    logits = torch.randn(3, 101, device=device)
+    labels = torch.full((3,), -1, device=device)
+    kernels = importlib.import_module("fastunlearn.ops.triton_kernels.linear_nll")
+    nll = kernels.nll_chunk(logits, labels, torch.ones(3, device=device))
+    assert nll.abs().max().item() == 0 and logits.abs().max().item() == 0
