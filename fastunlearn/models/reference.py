@@ -1,0 +1,60 @@
+"""The model as it was before unlearning, for the KL and NPO terms (DESIGN.md §4).
+
+With LoRA (a peft-wrapped model) the reference is the same model with its adapters
+disabled: no second copy in memory. Without, it is a frozen deep copy taken when the
+ReferenceModel is built, so build it before training starts and after moving the model to
+its device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from fastunlearn.models.adapter import CausalLMAdapter, OutputHead
+
+
+@contextlib.contextmanager
+def evaluation_mode(module: nn.Module) -> Iterator[None]:
+    """Run ``module`` in eval mode (no dropout), then restore each submodule's own mode."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+class ReferenceModel:
+    """No-gradient, deterministic (eval mode) hidden states and head of the original model."""
+
+    def __init__(self, adapter: CausalLMAdapter):
+        self.shares_weights = adapter.is_peft
+        if self.shares_weights:
+            self.adapter = adapter
+        else:
+            frozen = copy.deepcopy(adapter.model).eval().requires_grad_(False)
+            self.adapter = CausalLMAdapter(frozen)
+
+    def _original_weights(self) -> contextlib.AbstractContextManager:
+        return (
+            self.adapter.model.disable_adapter()
+            if self.shares_weights
+            else contextlib.nullcontext()
+        )
+
+    @torch.no_grad()
+    def hidden_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int | None = None
+    ) -> torch.Tensor:
+        with self._original_weights(), evaluation_mode(self.adapter.model):
+            return self.adapter.hidden_states(input_ids, attention_mask, layer)
+
+    def output_head(self) -> OutputHead:
+        head = self.adapter.output_head()
+        return OutputHead(head.weight.detach(), None if head.bias is None else head.bias.detach())

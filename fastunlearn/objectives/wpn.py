@@ -1,0 +1,79 @@
+"""WPN: Weighted Positional N-pair learning (Chen et al. 2024, arXiv 2408.09459; DESIGN.md §4)."""
+
+from __future__ import annotations
+
+import torch
+
+from fastunlearn.models import CausalLMAdapter
+from fastunlearn.objectives.batch import ContrastiveBatch
+from fastunlearn.objectives.output import ObjectiveOutput
+from fastunlearn.ops import npair_loss, position_weighted_mean_pool
+from fastunlearn.ops.npair import SIMILARITIES
+
+CANDIDATE_SPANS = ("response", "sequence")
+
+
+class WPN:
+    """loss = npair_loss(a, [c_+, c_1 .. c_N], temperature) per prompt, averaged over prompts.
+
+    a = pool(prompt span), c = pool(candidate span of [prompt ; response]) with pool the
+    position-weighted mean of ``layer``'s hidden states (None: the output head's input).
+    ``candidate_span`` "response" pools the response tokens, "sequence" prompt and response.
+    The paper's temperature was not available to us; 0.1 is a starting point to tune.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        similarity: str = "cosine",
+        layer: int | None = None,
+        candidate_span: str = "response",
+        *,
+        backend: str | None = None,
+    ):
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+        if candidate_span not in CANDIDATE_SPANS:
+            raise ValueError(
+                f"candidate_span must be one of {CANDIDATE_SPANS}, got {candidate_span!r}"
+            )
+        self.temperature, self.similarity, self.layer = temperature, similarity, layer
+        self.candidate_span, self.backend = candidate_span, backend
+
+    def __call__(self, model: CausalLMAdapter, batch: ContrastiveBatch) -> ObjectiveOutput:
+        k = batch.num_candidates
+        # One forward over all P * (1 + N) sequences.
+        hidden = model.hidden_states(batch.input_ids, batch.attention_mask, self.layer)
+        # Causal attention: the prompt's hidden states are the same in every row of a group,
+        # so the anchor comes from the positive's row (the first of each group).
+        anchor = position_weighted_mean_pool(
+            hidden[::k], batch.prompt_mask[::k], backend=self.backend
+        )
+        span = (
+            batch.response_mask
+            if self.candidate_span == "response"
+            else batch.response_mask | batch.prompt_mask
+        )
+        candidates = position_weighted_mean_pool(hidden, span, backend=self.backend).view(
+            batch.num_prompts, k, -1
+        )
+        loss, logits = npair_loss(
+            anchor,
+            candidates,
+            self.temperature,
+            self.similarity,
+            batch.candidate_mask,
+            return_logits=True,
+            backend=self.backend,
+        )
+        return ObjectiveOutput(loss, self._stats(logits))
+
+    def _stats(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        similarity = logits * self.temperature  # -inf where a candidate is masked out
+        negatives = similarity[:, 1:]
+        present = torch.isfinite(negatives)
+        return {
+            "accuracy": (logits.argmax(dim=1) == 0).float().mean(),  # the positive scores highest
+            "positive_similarity": similarity[:, 0].mean(),
+            "negative_similarity": torch.where(present, negatives, 0.0).sum() / present.sum(),
+        }

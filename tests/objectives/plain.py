@@ -1,0 +1,73 @@
+"""Each objective written plainly from the HF model's own logits and hidden states.
+
+Independent of fastunlearn: the objective tests compare losses and gradients with these.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def forward(model, batch, **kwargs):
+    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
+
+
+def response_token_nll(logits, batch):
+    """[B, T-1] NLL of each next token, 0 outside the response."""
+    targets = batch.input_ids[:, 1:]
+    nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), targets, reduction="none")
+    return nll * batch.response_mask[:, 1:]
+
+
+def mean_response_nll(model, batch):
+    """Mean over sequences of the mean NLL over each sequence's response tokens."""
+    nll = response_token_nll(forward(model, batch).logits, batch)
+    return (nll.sum(1) / batch.response_mask[:, 1:].sum(1)).mean()
+
+
+def response_logprob(model, batch):
+    return -response_token_nll(forward(model, batch).logits, batch).sum(1)
+
+
+def npo(model, reference_logprob, batch, beta):
+    log_ratio = response_logprob(model, batch) - reference_logprob
+    return -(2 / beta) * F.logsigmoid(-beta * log_ratio).mean()
+
+
+def retain_kl(model, reference_logits, batch):
+    """KL(reference || model) of next-token distributions, averaged over non-padding tokens."""
+    log_p = forward(model, batch).logits.log_softmax(-1)
+    kl = F.kl_div(log_p, reference_logits.log_softmax(-1), log_target=True, reduction="none").sum(
+        -1
+    )
+    real = batch.attention_mask.bool()
+    return kl[real].mean()
+
+
+def weighted_pool(hidden, mask):
+    m = mask.float()
+    weights = m * m.cumsum(1)  # 1, 2, 3, ... over the masked-in tokens
+    return (weights[..., None] * hidden).sum(1) / weights.sum(1, keepdim=True)
+
+
+def wpn(model, batch, temperature, similarity="cosine", layer=-1, candidate_span="response"):
+    hidden = forward(model, batch, output_hidden_states=True).hidden_states[layer]
+    k = batch.num_candidates
+    anchors = torch.stack(
+        [
+            weighted_pool(hidden[i : i + 1], batch.prompt_mask[i : i + 1])[0]
+            for i in range(0, len(hidden), k)
+        ]
+    )
+    span = (
+        batch.response_mask
+        if candidate_span == "response"
+        else batch.response_mask | batch.prompt_mask
+    )
+    candidates = weighted_pool(hidden, span).view(len(anchors), k, -1)
+    if similarity == "cosine":
+        logits = F.cosine_similarity(anchors[:, None], candidates, dim=-1) / temperature
+    else:
+        logits = (anchors[:, None] * candidates).sum(-1) / temperature
+    if batch.candidate_mask is not None:
+        logits = logits.masked_fill(~batch.candidate_mask, float("-inf"))
+    return F.cross_entropy(logits, torch.zeros(len(anchors), dtype=torch.long))
