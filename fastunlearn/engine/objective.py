@@ -1,0 +1,84 @@
+"""The configured objective, and the one nn.Module whose forward computes the loss."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from fastunlearn.engine.config import ObjectiveConfig
+from fastunlearn.models import CausalLMAdapter, ReferenceModel
+from fastunlearn.objectives import (
+    NPO,
+    WPN,
+    GradientAscent,
+    ObjectiveOutput,
+    PairedBatch,
+    ResponseNLL,
+    RetainKL,
+    Term,
+    WeightedSum,
+    ga_mismatch_kl,
+)
+
+# The stat train.stop_forget_nll_above watches: the forget NLL of the gradient-ascent term.
+FORGET_NLL_STAT = "ga/nll"
+
+
+def build_objective(config: ObjectiveConfig, reference: ReferenceModel | None) -> WeightedSum:
+    """The objective named in ``config`` plus its optional retain term, as one WeightedSum.
+
+    ``reference`` (the model before unlearning) is needed by npo, ga_mismatch_kl and a
+    retain "kl" term (``config.needs_reference``).
+    """
+    if config.needs_reference and reference is None:
+        raise ValueError(f"objective {config.name!r} with retain={config.retain!r} needs a reference model")
+    backend = config.backend
+    if config.name == "wpn":
+        wpn = WPN(config.temperature, config.similarity, config.layer, config.candidate_span, backend=backend)
+        terms = [Term("wpn", wpn, 1.0, "forget")]
+    elif config.name == "ga":
+        terms = [Term("ga", GradientAscent(backend=backend), 1.0, "forget")]
+    elif config.name == "npo":
+        terms = [Term("npo", NPO(reference, config.beta, backend=backend), 1.0, "forget")]
+    else:
+        terms = list(ga_mismatch_kl(reference, config.ga_weight, config.mismatch_weight, config.kl_weight,
+                                    backend=backend).terms)
+    if config.retain == "nll":
+        terms.append(Term("retain_nll", ResponseNLL(backend=backend), config.retain_weight, "retain"))
+    elif config.retain == "kl":
+        terms.append(Term("retain_kl", RetainKL(reference), config.retain_weight, "retain"))
+    return WeightedSum(terms)
+
+
+class ObjectiveModule(nn.Module):
+    """Owns the trained model; ``forward(batch)`` runs the whole objective.
+
+    Under ZeRO-3 every parameter is a shard until DeepSpeed gathers it for the forward of
+    the module that owns it. The losses read output-head weights outside their modules
+    (OPT's head is its input embedding), so those are registered as external parameters
+    of this module: DeepSpeed then keeps them gathered through this whole forward and its
+    backward (DESIGN.md §5).
+    """
+
+    def __init__(self, model: nn.Module, objective: WeightedSum,
+                 external_parameters: Iterable[torch.nn.Parameter] = ()):
+        super().__init__()
+        self.model = model
+        self.objective = objective
+        self.adapter = CausalLMAdapter(model)
+        external_parameters = list(external_parameters)
+        if external_parameters:
+            import deepspeed
+
+            for parameter in external_parameters:
+                deepspeed.zero.register_external_parameter(self, parameter)
+
+    def forward(self, batch: PairedBatch) -> ObjectiveOutput:
+        return self.objective(self.adapter, batch)
+
+
+def head_parameters(adapter: CausalLMAdapter) -> list[torch.nn.Parameter]:
+    head = adapter.causal_lm.get_output_embeddings()
+    return [p for p in (head.weight, head.bias) if p is not None]

@@ -1,0 +1,335 @@
+"""Unlearner: the training loop around a configured objective.
+
+    unlearner = Unlearner(UnlearnConfig.load("configs/wpn_lora.yaml"))
+    final_model_folder = unlearner.train()
+
+One readable loop (``train``) runs on plain PyTorch on one device, or on a DeepSpeed
+engine (ZeRO 0-3) when train.deepspeed is set or the deepspeed launcher started the
+process. Each optimizer step takes gradient_accumulation_steps micro-batches per rank;
+checkpoints every train.checkpoint_every steps and at the end resume a run exactly; the
+last step writes a Hugging Face model folder (``final/``) that from_pretrained loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import (
+    AutoConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    set_seed,
+)
+
+from fastunlearn.engine import checkpoint, distributed
+from fastunlearn.engine.backends import DeepSpeedBackend, PlainBackend
+from fastunlearn.engine.config import UnlearnConfig
+from fastunlearn.engine.data import build_sampler
+from fastunlearn.engine.metrics import MetricsLogger
+from fastunlearn.engine.objective import (
+    FORGET_NLL_STAT,
+    ObjectiveModule,
+    build_objective,
+    head_parameters,
+)
+from fastunlearn.engine.overrides import ConfigError
+from fastunlearn.models import (
+    CausalLMAdapter,
+    ReferenceModel,
+    add_lora,
+    default_model_location,
+    load_default_model,
+    load_model,
+    lora_config,
+)
+
+FINAL_MODEL_DIR = "final"
+MODEL_DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+EvalHook = Callable[["Unlearner", int], Mapping[str, float] | None]
+
+
+def load_configured_model(config: UnlearnConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model and tokenizer named by config.model (under ZeRO-3, loaded sharded when
+    the HF DeepSpeed config is alive)."""
+    model_config = config.model
+    kwargs = {"dtype": MODEL_DTYPES[model_config.dtype]}
+    if model_config.name_or_path == "default":
+        return load_default_model(**kwargs)
+    return load_model(model_config.name_or_path, gguf_file=model_config.gguf_file,
+                      trust_remote_code=model_config.trust_remote_code, **kwargs)
+
+
+def load_configured_model_config(config: UnlearnConfig) -> PretrainedConfig:
+    """The HF config of config.model, without loading weights."""
+    if config.model.name_or_path == "default":
+        directory, gguf_file = default_model_location()
+        return AutoConfig.from_pretrained(directory, gguf_file=gguf_file)
+    return AutoConfig.from_pretrained(config.model.name_or_path, gguf_file=config.model.gguf_file,
+                                      trust_remote_code=config.model.trust_remote_code)
+
+
+class ShardedReference(ReferenceModel):
+    """ZeRO-3 without LoRA: the original model loaded a second time, sharded, and used as
+    it is (deep-copying a sharded model would copy this rank's shards only)."""
+
+    def __init__(self, frozen: PreTrainedModel):
+        self.shares_weights = False
+        self.adapter = CausalLMAdapter(frozen.eval().requires_grad_(False))
+
+
+class Unlearner:
+    """Runs ``config`` on ``model`` and ``tokenizer`` (default: loaded as config.model says).
+
+    ``eval_hooks``: callables ``hook(unlearner, step)`` run every train.eval_every steps on
+    every rank (under ZeRO-3 the model is sharded, so each rank must run the same
+    forward passes); what they return is logged to metrics.jsonl under ``eval/``.
+
+    Attributes: ``model`` (the model being trained: a PeftModel with LoRA), ``tokenizer``,
+    ``batches`` (the sampler), ``step``, ``output_dir``, ``is_main_process``.
+    """
+
+    def __init__(self, config: UnlearnConfig, model: PreTrainedModel | None = None,
+                 tokenizer: PreTrainedTokenizerBase | None = None, *, eval_hooks: Sequence[EvalHook] = ()):
+        if (model is None) != (tokenizer is None):
+            raise ValueError("pass both model and tokenizer, or neither (both are then loaded from config.model)")
+        self.config, self.eval_hooks, self.step = config, list(eval_hooks), 0
+        self.output_dir = Path(config.train.output_dir)
+        train = config.train
+        set_seed(train.seed)
+        rank, world_size, deepspeed_config = 0, 1, None
+        if distributed.uses_deepspeed(config):
+            raw = distributed.read_deepspeed_config(config)
+            source = train.deepspeed or "the default DeepSpeed config"
+            # Checked against the run config before anything is loaded: a contradiction fails fast.
+            distributed.resolve_deepspeed_config(raw, config, world_size=1, source=source)
+            rank, world_size = distributed.init_process_group()
+            deepspeed_config = distributed.resolve_deepspeed_config(raw, config, world_size, source)
+        zero3 = deepspeed_config is not None and distributed.zero_stage(deepspeed_config) == 3
+        if zero3 and config.lora.enabled and config.lora.export == "merged":
+            raise ConfigError("lora.export=merged is not available under ZeRO-3 (the base weights are sharded); "
+                              "use lora.export=adapter and merge afterwards with peft's merge_and_unload")
+        if deepspeed_config is not None:
+            # Before loading: zero.Init shards the weights as they are created, by these sizes.
+            model_config = model.config if model is not None else load_configured_model_config(config)
+            distributed.fill_hidden_size_keys(deepspeed_config, model_config.hidden_size)
+        # Alive while this Unlearner is: transformers then loads models sharded (zero.Init).
+        self._hf_deepspeed_config = self._zero3_loading(deepspeed_config) if zero3 else None
+        if model is None:
+            model, tokenizer = load_configured_model(config)
+        self.tokenizer = tokenizer
+        self.batches = build_sampler(config, tokenizer, rank, world_size)
+        if config.lora.enabled:
+            lora = config.lora
+            model = add_lora(model, lora_config(lora.rank, lora.alpha, lora.dropout, lora.target_modules))
+        self.model = model
+        if deepspeed_config is None:
+            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            model.to(device)
+        adapter = CausalLMAdapter(model)
+        reference = self._reference(adapter, deepspeed_config, zero3) if config.objective.needs_reference else None
+        external = []
+        if zero3:
+            external = head_parameters(adapter)
+            if reference is not None and not reference.shares_weights:
+                external += head_parameters(reference.adapter)
+        module = ObjectiveModule(model, build_objective(config.objective, reference), external)
+        if deepspeed_config is None:
+            self.backend = PlainBackend(module, train, device)
+        else:
+            self.backend = DeepSpeedBackend(module, train, deepspeed_config, rank, world_size)
+        self.deepspeed_config = deepspeed_config
+        self.is_main_process = self.backend.is_main
+
+    @staticmethod
+    def _zero3_loading(deepspeed_config: dict):
+        from transformers.integrations import HfDeepSpeedConfig
+
+        return HfDeepSpeedConfig(deepspeed_config)
+
+    def _reference(self, adapter: CausalLMAdapter, deepspeed_config: dict | None, zero3: bool) -> ReferenceModel:
+        """The model before unlearning: with LoRA the adapters switched off, else a frozen
+        copy (under DeepSpeed in the training precision; under ZeRO-3 sharded too)."""
+        if adapter.is_peft:
+            return ReferenceModel(adapter)
+        if zero3 and hasattr(next(adapter.model.parameters()), "ds_id"):
+            reference = ShardedReference(load_configured_model(self.config)[0])
+        else:
+            reference = ReferenceModel(adapter)
+        if deepspeed_config is not None:
+            import deepspeed
+
+            inference_config = {key: value for key, value in deepspeed_config.items()
+                                if key in ("train_micro_batch_size_per_gpu", "bf16", "fp16", "zero_optimization")}
+            if not zero3:  # no sharding: DeepSpeed only casts it to the training precision
+                inference_config["zero_optimization"] = {"stage": 0}
+            # Kept: the engine owns the hooks that gather the reference's shards.
+            self._reference_engine, *_ = deepspeed.initialize(model=reference.adapter.model, config=inference_config)
+        return reference
+
+    # ----------------------------------------------------------------------------- training
+
+    def train(self, resume: bool | str | Path = False) -> Path:
+        """Run to train.max_steps; returns the final model folder.
+
+        ``resume``: True continues from the latest checkpoint in train.output_dir, a path
+        from that checkpoint. Without it, an output_dir that already holds checkpoints is
+        refused rather than mixed with a new run.
+        """
+        train = self.config.train
+        resume_from = self._checkpoint_to_resume(resume)
+        if resume_from is not None:
+            self._load_checkpoint(resume_from)
+        if self.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.backend.barrier()
+        metrics = MetricsLogger(self.output_dir, self.step if resume_from else None) if self.is_main_process else None
+        progress = tqdm(total=train.max_steps, initial=self.step, desc="unlearning",
+                        disable=not (self.is_main_process and train.progress_bar))
+        saved_step = self.step if resume_from else None
+        started = time.perf_counter()
+        try:
+            with _deterministic(train.deterministic):
+                while self.step < train.max_steps:
+                    stats = self._train_step()
+                    self.step += 1
+                    progress.update(1)
+                    progress.set_postfix({name: f"{value:.4g}" for name, value in stats.items()
+                                          if "/" not in name and name not in ("learning_rate", "grad_norm")})
+                    diverged = (train.stop_forget_nll_above is not None
+                                and stats.get(FORGET_NLL_STAT, 0.0) > train.stop_forget_nll_above)
+                    if metrics and (self.step % train.log_every == 0 or diverged):
+                        metrics.log(self.step, {**stats, "elapsed_s": time.perf_counter() - started})
+                    if train.eval_every and self.step % train.eval_every == 0:
+                        self._evaluate(metrics)
+                    if train.checkpoint_every and self.step % train.checkpoint_every == 0:
+                        self.save_checkpoint()
+                        saved_step = self.step
+                    if diverged:
+                        progress.write(f"stopping at step {self.step}: forget NLL {stats[FORGET_NLL_STAT]:.3f} "
+                                       f"passed train.stop_forget_nll_above={train.stop_forget_nll_above}")
+                        break
+            if saved_step != self.step:
+                self.save_checkpoint()
+            return self.export()
+        finally:
+            progress.close()
+            if metrics:
+                metrics.close()
+
+    def _train_step(self) -> dict[str, float]:
+        """One optimizer step; the stats averaged over its micro-batches and all ranks."""
+        totals: dict[str, torch.Tensor] = {}
+        accumulation = self.config.train.gradient_accumulation_steps
+        for _ in range(accumulation):
+            batch = next(self.batches).to(self.backend.device)
+            output = self.backend.forward(batch)
+            self.backend.accumulate(output.loss)
+            for name, value in output.stats.items():
+                totals[name] = totals.get(name, 0.0) + value.detach().float()
+        learning_rate = self.backend.learning_rate  # the rate this step applies
+        grad_norm = self.backend.finish_step()
+        names = sorted(totals)
+        averaged = self.backend.average(torch.stack([totals[name] for name in names]) / accumulation).tolist()
+        stats = {**dict(zip(names, averaged)), "learning_rate": learning_rate}
+        if grad_norm is not None:
+            stats["grad_norm"] = grad_norm
+        return stats
+
+    def _evaluate(self, metrics: MetricsLogger | None) -> None:
+        results: dict[str, float] = {}
+        with torch.no_grad():
+            for hook in self.eval_hooks:
+                results.update(hook(self, self.step) or {})
+        if metrics and results:
+            metrics.log(self.step, {f"eval/{name}": value for name, value in results.items()})
+
+    # -------------------------------------------------------------------------- checkpoints
+
+    def _checkpoint_to_resume(self, resume: bool | str | Path) -> Path | None:
+        existing = checkpoint.latest_checkpoint(self.output_dir)
+        if resume is False:
+            if existing is not None:
+                raise FileExistsError(
+                    f"{self.output_dir} already holds checkpoints ({existing.name}); pass resume=True "
+                    "(--resume) to continue that run, or choose another train.output_dir")
+            return None
+        if resume is True:
+            if existing is None:
+                raise FileNotFoundError(f"nothing to resume: {self.output_dir} holds no checkpoint")
+            return existing
+        return Path(resume)
+
+    def _load_checkpoint(self, folder: Path) -> None:
+        state = checkpoint.read_state(folder, self.model)
+        self.backend.load(folder)
+        self.batches.load_state_dict(state.sampler)
+        checkpoint.load_rng(folder, self.backend.rank)
+        self.step = state.step
+
+    def save_checkpoint(self) -> Path:
+        """Write checkpoint-{step} atomically: every rank writes into the staging folder,
+        then rank 0 renames it into place once all have finished."""
+        final = checkpoint.checkpoint_path(self.output_dir, self.step)
+        staging = checkpoint.staging_path(final)
+        if self.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        self.backend.barrier()
+        self.backend.save(staging)
+        checkpoint.save_rng(staging, self.backend.rank)
+        if self.is_main_process:
+            state = checkpoint.TrainerState(self.step, self.batches.state_dict(),
+                                            checkpoint.model_fingerprint(self.model), self.config.to_dict())
+            checkpoint.write_state(staging, state)
+        self.backend.barrier()
+        if self.is_main_process:
+            checkpoint.publish(staging, final, self.config.train.keep_checkpoints)
+        self.backend.barrier()
+        return final
+
+    # ------------------------------------------------------------------------------- export
+
+    def export(self) -> Path:
+        """Write ``output_dir/final``: a model folder from_pretrained loads (LoRA merged into
+        the weights, or the adapter alone, as lora.export says) and the tokenizer.
+
+        Merging replaces ``self.model`` by the merged model."""
+        final = self.output_dir / FINAL_MODEL_DIR
+        staging = checkpoint.staging_path(final)
+        state_dict = self.backend.full_state_dict()
+        if self.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+            model = self.model
+            if self.config.lora.enabled and self.config.lora.export == "merged":
+                model = self.model = self.model.merge_and_unload()
+            model.save_pretrained(staging, state_dict=state_dict)
+            self.tokenizer.save_pretrained(staging)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(staging, final)
+        self.backend.barrier()
+        return final
+
+
+@contextlib.contextmanager
+def _deterministic(enabled: bool) -> Iterator[None]:
+    """torch.use_deterministic_algorithms for the loop only (warning where an op has no
+    deterministic version), restoring the previous setting after."""
+    if not enabled:
+        yield
+        return
+    previous, previous_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
