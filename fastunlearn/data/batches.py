@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from fastunlearn.data.collate import pad_examples
 from fastunlearn.data.readers import HarmfulPrompt
-from fastunlearn.data.tokenization import TokenizedExample, tokenize_pairs
+from fastunlearn.data.tokenization import TokenizedExample, tokenize_pair
 from fastunlearn.objectives import ContrastiveBatch, PairedBatch, SequenceBatch
 
 # Keys that keep the permutation streams of the pools apart under one seed.
@@ -38,17 +38,28 @@ def padding_id(tokenizer: PreTrainedTokenizerBase) -> int:
 
 
 class PairTokenizer:
-    """tokenize_pairs for one pair at a time, truncated to max_length, memoised (a pair
-    drawn again in a later epoch is not tokenized again)."""
+    """tokenize_pair truncated to max_length, memoised (a pair drawn again in a later epoch
+    is not tokenized again). ValueError, naming ``source``, for a prompt that leaves no
+    room for a response token."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int):
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int | None):
         self.tokenizer, self.max_length = tokenizer, max_length
         self._cache: dict[tuple[str, str], TokenizedExample] = {}
 
-    def __call__(self, prompt: str, response: str, source: str | None = None) -> TokenizedExample:
+    def __call__(self, prompt: str, response: str, source: str = "pair") -> TokenizedExample:
         key = (prompt, response)
         if key not in self._cache:
-            self._cache[key] = tokenize_pairs(self.tokenizer, [key], max_length=self.max_length, source=source)[0]
+            try:
+                example = tokenize_pair(self.tokenizer, prompt, response)
+            except ValueError as error:
+                raise ValueError(f"{source}: {error}") from error
+            if self.max_length is not None and len(example) > self.max_length:
+                # The prompt span starts at token 0, so truncation can only empty the response.
+                example = example.truncated(self.max_length)
+                if not any(example.response_mask):
+                    raise ValueError(f"{source}: the prompt {prompt[:60]!r} fills max_length={self.max_length} "
+                                     "tokens, leaving no response token; shorten it or raise max_length")
+            self._cache[key] = example
         return self._cache[key]
 
 

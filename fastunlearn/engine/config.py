@@ -8,10 +8,10 @@ before any model is loaded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from fastunlearn.engine.overrides import load_config, to_dict
+from fastunlearn.engine.overrides import load_config
 
 OBJECTIVES = ("wpn", "ga", "ga_mismatch_kl", "npo")
 RETAIN_TERMS = ("nll", "kl")
@@ -212,4 +212,4 @@ class UnlearnConfig:
         return load_config(cls, path, overrides)
 
     def to_dict(self) -> dict:
-        return to_dict(self)
+        return asdict(self)

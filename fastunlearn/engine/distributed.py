@@ -25,6 +25,11 @@ def launched_by_deepspeed() -> bool:
     return any(variable in os.environ for variable in LAUNCHER_VARIABLES)
 
 
+def launched_world_size() -> int:
+    """The number of ranks the launcher started (1 without a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def uses_deepspeed(config: UnlearnConfig) -> bool:
     return config.train.deepspeed is not None or launched_by_deepspeed()
 

@@ -48,10 +48,6 @@ def load_config(cls: type[ConfigT], path: str | Path | None = None, overrides: I
     return _checked(lambda: OmegaConf.to_object(merged), source)
 
 
-def to_dict(config) -> dict:
-    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
-
-
 def _checked(build: Callable[[], ResultT], source: str) -> ResultT:
     try:
         return build()

@@ -107,12 +107,11 @@ class Unlearner:
         set_seed(train.seed)
         rank, world_size, deepspeed_config = 0, 1, None
         if distributed.uses_deepspeed(config):
-            raw = distributed.read_deepspeed_config(config)
-            source = train.deepspeed or "the default DeepSpeed config"
-            # Checked against the run config before anything is loaded: a contradiction fails fast.
-            distributed.resolve_deepspeed_config(raw, config, world_size=1, source=source)
+            # Checked against the run config before anything starts: a contradiction fails fast.
+            deepspeed_config = distributed.resolve_deepspeed_config(
+                distributed.read_deepspeed_config(config), config, distributed.launched_world_size(),
+                train.deepspeed or "the default DeepSpeed config")
             rank, world_size = distributed.init_process_group()
-            deepspeed_config = distributed.resolve_deepspeed_config(raw, config, world_size, source)
         zero3 = deepspeed_config is not None and distributed.zero_stage(deepspeed_config) == 3
         if zero3 and config.lora.enabled and config.lora.export == "merged":
             raise ConfigError("lora.export=merged is not available under ZeRO-3 (the base weights are sharded); "

@@ -1,0 +1,69 @@
+"""Negatives sampled from the model itself, saved to and read from JSONL."""
+
+import pytest
+import torch
+
+from fastunlearn.data.negatives import (
+    attach_negatives,
+    generate_negatives,
+    read_negatives,
+    save_negatives,
+)
+from fastunlearn.data.readers import HarmfulPrompt
+from tests.data.files import write_rows
+from tests.engine.conftest import one_thread  # noqa: F401 - autouse: tiny models on one thread
+from tests.engine.helpers import tiny_opt
+
+PROMPTS = ["Tell me a story about a dragon.", "How can I pick a lock to get into my neighbour's house?"]
+
+
+@pytest.fixture(scope="module")
+def model(request):
+    return tiny_opt(request.getfixturevalue("opt_style_tokenizer"))
+
+
+def generate(model, tokenizer, prompts, **options):
+    options = {"num_negatives": 3, "max_new_tokens": 6, "batch_size": 2, "seed": 0, "progress": False, **options}
+    return generate_negatives(model, tokenizer, prompts, **options)
+
+
+def test_seeded_and_leaves_the_global_rng_alone(model, opt_style_tokenizer):
+    rng_before = torch.get_rng_state()
+    first = generate(model, opt_style_tokenizer, PROMPTS)
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert first == generate(model, opt_style_tokenizer, PROMPTS)
+    assert [record.prompt for record in first] == PROMPTS
+    for record in first:
+        assert 1 <= len(record.negatives) <= 3 and all(text.strip() == text and text for text in record.negatives)
+    assert first != generate(model, opt_style_tokenizer, PROMPTS, seed=1)
+
+
+def test_left_padding_does_not_change_a_prompts_answer(model, any_tokenizer):
+    # Near-greedy sampling: the short prompt's answer must not depend on sharing a batch
+    # with a longer prompt (its left padding is masked out and positions start after it).
+    tiny = tiny_opt(any_tokenizer)
+    alone = generate(tiny, any_tokenizer, PROMPTS[:1], num_negatives=1, temperature=1e-4)
+    batched = generate(tiny, any_tokenizer, PROMPTS, num_negatives=1, temperature=1e-4)
+    assert batched[0].negatives == alone[0].negatives
+
+
+def test_jsonl_round_trip_is_atomic(tmp_path):
+    records = [HarmfulPrompt(PROMPTS[0], ("a", "b"), ()), HarmfulPrompt(PROMPTS[1], ("c",), ())]
+    path = save_negatives(tmp_path / "runs" / "negatives.jsonl", records)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["negatives.jsonl"]  # no staging file left
+    assert read_negatives(path) == {PROMPTS[0]: ("a", "b"), PROMPTS[1]: ("c",)}
+
+
+def test_wrong_columns_are_named(tmp_path):
+    path = write_rows(tmp_path, "negatives", ".jsonl", [{"prompt": "p", "responses": ["a"]}])
+    with pytest.raises(ValueError, match=r"expected columns \['prompt', 'negatives'\], found \['prompt', 'responses'\]"):
+        read_negatives(path)
+
+
+def test_attach_adds_negatives_and_drops_prompts_without_any():
+    records = [HarmfulPrompt(PROMPTS[0], ("own",), ("safe",)), HarmfulPrompt(PROMPTS[1], (), ())]
+    with pytest.warns(UserWarning, match="1 forget prompt"):
+        merged = attach_negatives(records, {PROMPTS[0]: ("own", "sampled")})
+    assert merged == [HarmfulPrompt(PROMPTS[0], ("own", "sampled"), ("safe",))]
+    with pytest.raises(ValueError, match="none of the 1 forget prompts has a negative"):
+        attach_negatives(records[1:], {"another prompt": ("x",)})

@@ -1,0 +1,132 @@
+"""The Unlearner on one process: every objective end to end, export, hooks, bad input."""
+
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from fastunlearn.engine import CheckpointMismatchError, ConfigError, Unlearner, latest_checkpoint
+from tests.engine.helpers import run_config, tiny_opt, write_jsonl
+
+
+def metric_rows(output_dir):
+    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize(("objective", "overrides", "terms"), [
+    ("wpn", {}, ["wpn", "wpn/accuracy"]),
+    ("ga", {"objective__retain": "kl"}, ["ga", "ga/nll", "retain_kl"]),
+    ("ga_mismatch_kl", {"train__gradient_accumulation_steps": 2}, ["ga", "mismatch", "kl"]),
+    ("npo", {"objective__retain": "nll"}, ["npo", "retain_nll"]),
+])
+def test_each_objective_trains_and_exports_a_loadable_model(tmp_path, data, model, tokenizer, objective,
+                                                             overrides, terms):
+    config = run_config(data, tmp_path / "run", objective, train__max_steps=2, **overrides)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    final = Unlearner(config, model, tokenizer).train()
+    rows = metric_rows(tmp_path / "run")
+    assert [row["step"] for row in rows] == [1, 2]
+    assert all(term in rows[0] for term in ["loss", "learning_rate", "grad_norm", *terms])
+    assert latest_checkpoint(tmp_path / "run").name == "checkpoint-0000002"
+    reloaded = AutoModelForCausalLM.from_pretrained(final)
+    for name, parameter in reloaded.named_parameters():
+        assert torch.equal(parameter, dict(model.named_parameters())[name]), name
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert reloaded.generation_config is not None and (final / "tokenizer.json").is_file()
+
+
+def test_lora_merged_and_adapter_exports(tmp_path, data, tokenizer):
+    inputs = tokenizer(["Tell me a story about a dragon."], return_tensors="pt")
+    merged_config = run_config(data, tmp_path / "merged", "wpn", lora__enabled=True, lora__dropout=0.0,
+                               train__max_steps=2)
+    merged = Unlearner(merged_config, tiny_opt(tokenizer), tokenizer)
+    merged_final = merged.train()
+    expected = merged.model(**inputs).logits
+    assert torch.allclose(AutoModelForCausalLM.from_pretrained(merged_final)(**inputs).logits, expected, atol=1e-5)
+
+    adapter_config = run_config(data, tmp_path / "adapter", "wpn", lora__enabled=True, lora__dropout=0.0,
+                                lora__export="adapter", train__max_steps=2)
+    adapter_final = Unlearner(adapter_config, tiny_opt(tokenizer), tokenizer).train()
+    assert (adapter_final / "adapter_model.safetensors").is_file()
+    # Same seed and data: the adapter on a fresh base gives what the merged model gives.
+    with_adapter = PeftModel.from_pretrained(tiny_opt(tokenizer), adapter_final)
+    assert torch.allclose(with_adapter(**inputs).logits, expected, atol=1e-5)
+
+
+def test_gradient_ascent_stops_when_the_forget_nll_passes_the_bound(tmp_path, data, model, tokenizer):
+    config = run_config(data, tmp_path / "run", "ga", train__max_steps=5, train__stop_forget_nll_above=1.0)
+    unlearner = Unlearner(config, model, tokenizer)
+    final = unlearner.train()
+    assert unlearner.step == 1 and final.is_dir()
+    assert [row["step"] for row in metric_rows(tmp_path / "run")] == [1]
+    assert latest_checkpoint(tmp_path / "run").name == "checkpoint-0000001"
+
+
+def test_eval_hooks_run_every_eval_every_steps(tmp_path, data, model, tokenizer):
+    calls = []
+
+    def count_parameters(unlearner, step):
+        calls.append(step)
+        return {"parameters": float(sum(p.numel() for p in unlearner.model.parameters()))}
+
+    config = run_config(data, tmp_path / "run", "ga", train__max_steps=4, train__eval_every=2)
+    Unlearner(config, model, tokenizer, eval_hooks=[count_parameters]).train()
+    assert calls == [2, 4]
+    evaluations = [row for row in metric_rows(tmp_path / "run") if "eval/parameters" in row]
+    assert [row["step"] for row in evaluations] == [2, 4]
+
+
+def test_checkpoints_are_kept_and_an_existing_run_is_not_overwritten(tmp_path, data, model, tokenizer):
+    config = run_config(data, tmp_path / "run", "ga", train__max_steps=4, train__checkpoint_every=1,
+                        train__keep_checkpoints=2)
+    Unlearner(config, model, tokenizer).train()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "checkpoint-0000003", "checkpoint-0000004", "final", "metrics.jsonl"]
+    with pytest.raises(FileExistsError, match="already holds checkpoints.*resume"):
+        Unlearner(config, tiny_opt(tokenizer), tokenizer).train()
+    fresh = run_config(data, tmp_path / "fresh", "ga")
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        Unlearner(fresh, tiny_opt(tokenizer), tokenizer).train(resume=True)
+
+
+def test_a_checkpoint_of_a_different_model_is_refused(tmp_path, data, model, tokenizer):
+    config = run_config(data, tmp_path / "run", "ga", train__max_steps=1)
+    Unlearner(config, model, tokenizer).train()
+    final_weights = load_file(tmp_path / "run" / "final" / "model.safetensors")
+    other = tiny_opt(tokenizer, hidden_size=48)
+    with pytest.raises(CheckpointMismatchError, match="different model or LoRA setup"):
+        Unlearner(config, other, tokenizer).train(resume=True)
+    with pytest.raises(CheckpointMismatchError):  # adapters where the checkpoint has a full model
+        Unlearner(run_config(data, tmp_path / "run", "ga", lora__enabled=True), tiny_opt(tokenizer),
+                  tokenizer).train(resume=True)
+    assert load_file(tmp_path / "run" / "final" / "model.safetensors").keys() == final_weights.keys()
+
+
+def test_deterministic_mode_is_restored_after_training(tmp_path, data, model, tokenizer):
+    config = run_config(data, tmp_path / "run", "ga", train__max_steps=1, train__deterministic=True)
+    Unlearner(config, model, tokenizer).train()
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+@pytest.mark.parametrize(("key", "value", "error", "message"), [
+    ("data.forget.path", "{tmp}/missing.jsonl", FileNotFoundError, r"data.forget: no such file or folder: .*missing"),
+    ("data.forget.path", "{tmp}/wrong_columns.jsonl", ValueError,
+     r"expected columns \['prompt', 'response_0', .*found \['question', 'answer'\]"),
+    ("data.retain.path", "{tmp}/empty.jsonl", ValueError, r"data.retain: .*empty.jsonl is empty"),
+    ("data.forget.format", "prompts", ValueError, "have no negative response.*fastunlearn generate"),
+    ("train.deepspeed", "{tmp}/contradicting.json", ConfigError,
+     r"contradicts the run config:\n  train_micro_batch_size_per_gpu = 8 there, but data.batch_size gives 2"),
+])
+def test_bad_input_fails_with_a_clear_message_before_any_output(tmp_path, data, model, tokenizer, key, value,
+                                                                error, message):
+    write_jsonl(tmp_path / "wrong_columns.jsonl", [{"question": "q", "answer": "a"}])
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "contradicting.json").write_text(json.dumps({"train_micro_batch_size_per_gpu": 8}))
+    config = run_config(data, tmp_path / "run", "wpn", objective__retain="nll",
+                        **{key.replace(".", "__"): value.format(tmp=tmp_path)})
+    with pytest.raises(error, match=message):
+        Unlearner(config, model, tokenizer).train()
+    assert not (tmp_path / "run").exists()
