@@ -28,3 +28,7 @@ def model(tokenizer):
 @pytest.fixture
 def data(tmp_path):
     return write_data(tmp_path / "data")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "deepspeed: starts a multi-rank DeepSpeed job on CPU (needs deepspeed)")

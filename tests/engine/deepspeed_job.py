@@ -6,8 +6,8 @@ PLAN.json lists runs {"overrides": [...], "resume_from_step": int | null}. Each 
 Unlearner run from a config. A run with resume_from_step follows a finished run of the
 same config: it moves that run's final model to final-uninterrupted, removes the
 checkpoints after that step (as a crash would have left the folder) and resumes. Rank 0 writes RESULT.json next
-to the plan: for each run, how many elements of the embedding this rank holds (ZeRO-3
-shards it) and the full embedding size.
+to the plan: for each run, by output folder name, how many elements of the embedding this
+rank holds (ZeRO-3 shards it) and the full embedding size.
 """
 
 import argparse
@@ -41,17 +41,17 @@ def main() -> None:
     parser.add_argument("--local_rank", type=int)
     args = parser.parse_args()
     plan = json.loads(Path(args.plan).read_text())
-    results = []
+    results = {}
     for run in plan:
         config = UnlearnConfig.load(None, run["overrides"])
         if run.get("resume_from_step") is not None:
             resume_after_crash(config, run["resume_from_step"])
-            results.append({})
             continue
         unlearner = Unlearner(config)
         embedding = unlearner.model.get_input_embeddings().weight
-        results.append({"local_embedding_numel": embedding.numel(),
-                        "full_embedding_numel": getattr(embedding, "ds_numel", embedding.numel())})
+        results[Path(config.train.output_dir).name] = {
+            "local_embedding_numel": embedding.numel(),
+            "full_embedding_numel": getattr(embedding, "ds_numel", embedding.numel())}
         unlearner.train()
         del unlearner, embedding
         gc.collect()
