@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import (
     AutoConfig,
+    AutoTokenizer,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -68,13 +69,26 @@ def load_configured_model(config: UnlearnConfig) -> tuple[PreTrainedModel, PreTr
                       trust_remote_code=model_config.trust_remote_code, **kwargs)
 
 
-def load_configured_model_config(config: UnlearnConfig) -> PretrainedConfig:
-    """The HF config of config.model, without loading weights."""
+def _pretrained_source(config: UnlearnConfig) -> tuple[str, dict]:
+    """What from_pretrained reads for config.model: a name or folder, and its options."""
     if config.model.name_or_path == "default":
         directory, gguf_file = default_model_location()
-        return AutoConfig.from_pretrained(directory, gguf_file=gguf_file)
-    return AutoConfig.from_pretrained(config.model.name_or_path, gguf_file=config.model.gguf_file,
-                                      trust_remote_code=config.model.trust_remote_code)
+        return str(directory), {"gguf_file": gguf_file}
+    return config.model.name_or_path, {"gguf_file": config.model.gguf_file,
+                                       "trust_remote_code": config.model.trust_remote_code}
+
+
+def load_configured_tokenizer(config: UnlearnConfig) -> PreTrainedTokenizerBase:
+    """The tokenizer of config.model alone: the data is read and checked with it before
+    the (slower) model loads."""
+    source, options = _pretrained_source(config)
+    return AutoTokenizer.from_pretrained(source, **options)
+
+
+def load_configured_model_config(config: UnlearnConfig) -> PretrainedConfig:
+    """The HF config of config.model, without loading weights."""
+    source, options = _pretrained_source(config)
+    return AutoConfig.from_pretrained(source, **options)
 
 
 class ShardedReference(ReferenceModel):
@@ -122,10 +136,10 @@ class Unlearner:
             distributed.fill_hidden_size_keys(deepspeed_config, model_config.hidden_size)
         # Alive while this Unlearner is: transformers then loads models sharded (zero.Init).
         self._hf_deepspeed_config = self._zero3_loading(deepspeed_config) if zero3 else None
+        self.tokenizer = tokenizer if tokenizer is not None else load_configured_tokenizer(config)
+        self.batches = build_sampler(config, self.tokenizer, rank, world_size)
         if model is None:
-            model, tokenizer = load_configured_model(config)
-        self.tokenizer = tokenizer
-        self.batches = build_sampler(config, tokenizer, rank, world_size)
+            model = load_configured_model(config)[0]
         if config.lora.enabled:
             lora = config.lora
             model = add_lora(model, lora_config(lora.rank, lora.alpha, lora.dropout, lora.target_modules))

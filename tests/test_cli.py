@@ -1,0 +1,72 @@
+"""The command line: unlearn and generate from a config file, and its error messages."""
+
+import json
+
+import pytest
+
+from fastunlearn.cli import main
+from fastunlearn.data.negatives import read_negatives
+from tests.data.conftest import offline_datasets  # noqa: F401 - autouse: datasets stays offline
+from tests.engine.conftest import one_thread  # noqa: F401 - autouse: tiny models on one thread
+from tests.engine.helpers import HARMFUL, save_tiny_model, write_data, write_jsonl
+
+
+@pytest.fixture
+def run_files(tmp_path):
+    data = write_data(tmp_path / "data")
+    config = {
+        "model": {"name_or_path": str(save_tiny_model(tmp_path / "model"))},
+        "data": {"forget": {"path": str(data["forget"])}, "positives": {"path": str(data["refusals"])},
+                 "num_negatives": 2, "batch_size": 2, "max_length": 48},
+        "generation": {"max_new_tokens": 6, "batch_size": 4},
+        "train": {"max_steps": 2, "learning_rate": 1e-2, "progress_bar": False, "output_dir": str(tmp_path / "run")},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(json.dumps(config))
+    return path, tmp_path
+
+
+def test_unlearn_writes_the_final_model(run_files, capsys):
+    config, tmp_path = run_files
+    assert main(["unlearn", "--config", str(config), "--set", "train.max_steps=1", "objective.name=ga"]) == 0
+    assert f"unlearned model written to {tmp_path / 'run' / 'final'}" in capsys.readouterr().out
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+    # A second run into the same folder is refused unless it resumes; resuming a finished run is a no-op.
+    assert main(["unlearn", "--config", str(config), "--set", "train.max_steps=1", "objective.name=ga"]) == 1
+    assert "already holds checkpoints" in capsys.readouterr().err
+    assert main(["--local_rank=0", "unlearn", "--config", str(config), "--set", "train.max_steps=1",
+                 "objective.name=ga", "--resume"]) == 0
+
+
+def test_generate_then_unlearn_with_the_models_own_negatives(run_files, capsys):
+    config, tmp_path = run_files
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": prompt} for prompt, _ in HARMFUL])
+    negatives = tmp_path / "negatives.jsonl"
+    settings = ["--set", f"data.forget.path={prompts}", "data.forget.format=prompts", f"data.negatives={negatives}"]
+    assert main(["generate", "--config", str(config), *settings]) == 0
+    assert f"negatives written to {negatives}" in capsys.readouterr().out
+    sampled = read_negatives(negatives)
+    assert list(sampled) == [prompt for prompt, _ in HARMFUL]
+    assert main(["unlearn", "--config", str(config), *settings]) == 0
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--set", "trian.max_steps=1"], "Key 'trian' not in 'UnlearnConfig'. Did you mean: 'train'?"),
+    (["--set", "data.forget.path=/nowhere/pku.jsonl"], "data.forget: no such file or folder: /nowhere/pku.jsonl"),
+    (["--set", "train.deepspeed=/nowhere/zero2.json"], "DeepSpeed config not found: /nowhere/zero2.json"),
+])
+def test_bad_input_is_one_clear_line(run_files, capsys, arguments, message):
+    config, tmp_path = run_files
+    assert main(["unlearn", "--config", str(config), *arguments]) == 1
+    error = capsys.readouterr().err.splitlines()[-1]  # after any progress bars
+    assert error.startswith("fastunlearn unlearn: error: ") and message in error
+    assert not (tmp_path / "run").exists()
+
+
+def test_usage(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        main([])
+    assert exit_.value.code == 2 and "COMMAND" in capsys.readouterr().err
+    assert main(["unlearn", "--config", str(tmp_path / "missing.yaml")]) == 1
+    assert "config file not found" in capsys.readouterr().err
