@@ -15,14 +15,14 @@ from pathlib import Path
 from fastunlearn.engine.config import UnlearnConfig
 from fastunlearn.engine.overrides import ConfigError
 
-# The launcher-less DeepSpeed config: plain data parallelism (no ZeRO sharding).
+# Under a launcher without train.deepspeed: plain data parallelism (no ZeRO sharding).
 DEFAULT_DEEPSPEED_CONFIG = {"zero_optimization": {"stage": 0}}
-LAUNCHER_VARIABLES = ("LOCAL_RANK", "WORLD_SIZE")
 
 
 def launched_by_deepspeed() -> bool:
-    """True when a distributed launcher (deepspeed, torchrun) started this process."""
-    return any(variable in os.environ for variable in LAUNCHER_VARIABLES)
+    """True when a distributed launcher (deepspeed, torchrun) started this process: they
+    set WORLD_SIZE (and LOCAL_RANK, which a one-process run sets for DeepSpeed itself)."""
+    return "WORLD_SIZE" in os.environ
 
 
 def launched_world_size() -> int:
@@ -116,15 +116,16 @@ def init_process_group() -> tuple[int, int]:
     gloo backend (DeepSpeed's CPU default, oneCCL, is rarely installed).
     """
     import deepspeed
+    import torch.distributed as dist
     from deepspeed.accelerator import get_accelerator
 
-    if not launched_by_deepspeed():
-        os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"})
-        os.environ.setdefault("MASTER_PORT", str(free_port()))
     backend = "gloo" if get_accelerator().device_name() == "cpu" else None
-    deepspeed.init_distributed(dist_backend=backend, verbose=False)
-    import torch.distributed as dist
-
+    if launched_by_deepspeed():
+        deepspeed.init_distributed(dist_backend=backend, verbose=False)
+    else:
+        os.environ.setdefault("LOCAL_RANK", "0")  # the DeepSpeed engine reads it
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False,
+                                   init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     return dist.get_rank(), dist.get_world_size()
 
 

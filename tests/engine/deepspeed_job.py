@@ -17,6 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import deepspeed
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -36,6 +37,9 @@ def resume_after_crash(config: UnlearnConfig, step: int) -> Path:
 
 
 def main() -> None:
+    # Plain gloo collectives: DeepSpeed's optional shared-memory ones are C++ compiled on
+    # first use, minutes on a fresh CI machine, for no difference in what is tested here.
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     parser = argparse.ArgumentParser()
     parser.add_argument("--plan", required=True)
     parser.add_argument("--local_rank", type=int)
