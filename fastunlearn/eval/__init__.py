@@ -1,0 +1,62 @@
+"""Evaluation (DESIGN.md §6): judges, harmless rate, over-refusal, perplexity, benchmarks,
+robustness and before/after reports.
+
+judges          Judge protocol; RefusalJudge (offline default), ClassifierJudge (local HF classifier)
+harm_classifier HarmClassifier trained by the library on (text, harmful) data
+generation      greedy batched responses, prompts written as the training data writes them
+metrics         harmless / over-refusal rates, perplexity, lm-evaluation-harness
+robustness      adversarial templates around harmful prompts
+report          EvalSuite, evaluate(), write_report()
+demo            the shipped demo data and its evaluation suite
+"""
+
+from fastunlearn.eval.demo import DEMO_DATA_DIR, demo_data_path, demo_suite
+from fastunlearn.eval.generation import generate_responses, prompt_token_ids
+from fastunlearn.eval.harm_classifier import HarmClassifier, train_harm_classifier
+from fastunlearn.eval.judges import (
+    REFUSAL_PHRASES,
+    ClassifierJudge,
+    Judge,
+    RefusalJudge,
+    normalise_response,
+)
+from fastunlearn.eval.metrics import (
+    LM_EVAL_TASKS,
+    harmless_rate,
+    lm_eval_available,
+    lm_eval_benchmarks,
+    over_refusal_rate,
+    perplexity,
+    share,
+)
+from fastunlearn.eval.report import EvalSuite, evaluate, metric_rows, write_report
+from fastunlearn.eval.robustness import ADVERSARIAL_TEMPLATES, adversarial_prompt_sets, wrap_prompts
+
+__all__ = [
+    "ADVERSARIAL_TEMPLATES",
+    "DEMO_DATA_DIR",
+    "LM_EVAL_TASKS",
+    "REFUSAL_PHRASES",
+    "ClassifierJudge",
+    "EvalSuite",
+    "HarmClassifier",
+    "Judge",
+    "RefusalJudge",
+    "adversarial_prompt_sets",
+    "demo_data_path",
+    "demo_suite",
+    "evaluate",
+    "generate_responses",
+    "harmless_rate",
+    "lm_eval_available",
+    "lm_eval_benchmarks",
+    "metric_rows",
+    "normalise_response",
+    "over_refusal_rate",
+    "perplexity",
+    "prompt_token_ids",
+    "share",
+    "train_harm_classifier",
+    "wrap_prompts",
+    "write_report",
+]
