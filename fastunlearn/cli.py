@@ -2,6 +2,8 @@
 
     fastunlearn unlearn --config configs/wpn_lora.yaml [--set train.max_steps=50 ...] [--resume]
     fastunlearn generate --config configs/wpn_lora.yaml     # sample WPN negatives first
+    fastunlearn demo [--set train.max_steps=10 ...]         # before/after on the default model
+    fastunlearn eval --model runs/demo/final [--harmful FILE --benign FILE --text FILE]
 
 Under the DeepSpeed launcher: ``deepspeed --num_gpus 8 --module fastunlearn unlearn --config ...``.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from fastunlearn.engine import CheckpointMismatchError, ConfigError, UnlearnConfig
 
@@ -46,6 +49,43 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_demo(args: argparse.Namespace) -> int:
+    import logging
+
+    from fastunlearn.demo import DEMO_CONFIG, demo_eval_suite, run_demo
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    config = UnlearnConfig.load(args.config or DEMO_CONFIG, args.overrides)
+    result = run_demo(config, demo_eval_suite(args.max_new_tokens, args.adversarial))
+    print(result["report"]["markdown"].read_text(encoding="utf-8").split("\n## ")[0])
+    print(f"report and plots in {config.train.output_dir}; unlearned model in {result['final']}; "
+          f"wall time {result['timings']['total']:.0f} s")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from fastunlearn.data import read_corpus, read_prompts
+    from fastunlearn.eval import EvalSuite, demo_data_path, evaluate
+    from fastunlearn.models import load_default_model, load_model
+
+    suite = EvalSuite(
+        harmful_prompts=read_prompts(args.harmful or demo_data_path("harmful_eval.jsonl")),
+        benign_prompts=read_prompts(args.benign or demo_data_path("benign_eval.jsonl")),
+        heldout_texts=read_corpus(args.text or demo_data_path("normal_text_eval.jsonl")),
+        max_new_tokens=args.max_new_tokens, lm_eval_tasks=(),
+        **({} if args.adversarial else {"adversarial_templates": {}}),
+    )
+    model, tokenizer = load_default_model() if args.model == "default" else load_model(args.model)
+    result = evaluate(model, tokenizer, suite)
+    summary = {key: result[key] for key in ("judge", "harmless_rate", "over_refusal_rate", "perplexity", "robustness")}
+    print(json.dumps(summary, indent=2))
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastunlearn", description="Make a language model forget.")
     # The deepspeed launcher passes --local_rank=N before the command; the rank is read
@@ -62,6 +102,24 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="sample WPN negatives from the model into data.negatives")
     _add_config_arguments(generate)
     generate.set_defaults(handler=run_generate)
+
+    demo = commands.add_parser("demo", help="evaluate, unlearn and evaluate the default model; before/after report")
+    demo.add_argument("--config", default=None, help="run config (default: configs/demo.yaml)")
+    demo.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                      help="override a config value, e.g. --set train.max_steps=10")
+    demo.add_argument("--max-new-tokens", type=int, default=32, help="greedy tokens per evaluation response")
+    demo.add_argument("--adversarial", action="store_true", help="also evaluate the adversarial prompt sets")
+    demo.set_defaults(handler=run_demo)
+
+    evaluation = commands.add_parser("eval", help="evaluate a model folder on harmful/benign prompts and text")
+    evaluation.add_argument("--model", required=True, help='model folder (from_pretrained) or "default"')
+    evaluation.add_argument("--harmful", help="harmful prompts (default: the demo's held-out set)")
+    evaluation.add_argument("--benign", help="benign prompts (default: the demo's held-out set)")
+    evaluation.add_argument("--text", help="normal text for perplexity (default: the demo's held-out text)")
+    evaluation.add_argument("--max-new-tokens", type=int, default=32, help="greedy tokens per response")
+    evaluation.add_argument("--adversarial", action="store_true", help="also evaluate the adversarial prompt sets")
+    evaluation.add_argument("--output", help="write the full result (every response) to this JSON file")
+    evaluation.set_defaults(handler=run_eval)
     return parser
 
 
