@@ -5,6 +5,7 @@ judges          Judge protocol; RefusalJudge (offline default), ClassifierJudge 
 harm_classifier HarmClassifier trained by the library on (text, harmful) data
 generation      greedy batched responses, prompts written as the training data writes them
 metrics         harmless / over-refusal rates, perplexity, lm-evaluation-harness
+leakage         copyright leakage: ROUGE-L and verbatim match of greedy continuations
 robustness      adversarial templates around harmful prompts
 report          EvalSuite, evaluate(), write_report()
 demo            the shipped demo data and its evaluation suite
@@ -19,6 +20,13 @@ from fastunlearn.eval.judges import (
     Judge,
     RefusalJudge,
     normalise_response,
+)
+from fastunlearn.eval.leakage import (
+    LeakageResult,
+    copyright_leakage,
+    copyright_metrics,
+    leakage_windows,
+    longest_verbatim_match,
 )
 from fastunlearn.eval.metrics import (
     LM_EVAL_TASKS,
@@ -41,15 +49,20 @@ __all__ = [
     "EvalSuite",
     "HarmClassifier",
     "Judge",
+    "LeakageResult",
     "RefusalJudge",
     "adversarial_prompt_sets",
+    "copyright_leakage",
+    "copyright_metrics",
     "demo_data_path",
     "demo_suite",
     "evaluate",
     "generate_responses",
     "harmless_rate",
+    "leakage_windows",
     "lm_eval_available",
     "lm_eval_benchmarks",
+    "longest_verbatim_match",
     "metric_rows",
     "normalise_response",
     "over_refusal_rate",

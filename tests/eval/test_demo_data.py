@@ -9,7 +9,7 @@ from fastunlearn.data import read_corpus, read_prompts, read_refusals
 from fastunlearn.eval import DEMO_DATA_DIR, RefusalJudge, demo_data_path, demo_suite
 
 FILES = ["harmful_train.jsonl", "harmful_eval.jsonl", "harmful_ood.jsonl", "refusals.txt", "benign_train.jsonl",
-         "benign_eval.jsonl", "normal_text_train.jsonl", "normal_text_eval.jsonl"]
+         "benign_eval.jsonl", "normal_text_train.jsonl", "normal_text_eval.jsonl", "story.txt"]
 
 
 def _rows(name):

@@ -1,0 +1,176 @@
+"""Copyright unlearning (DESIGN.md §1, the second paper): implant a text, unlearn it, measure leakage.
+
+    result = run_copyright(model, tokenizer, read_corpus("story.txt"), read_corpus("normal.jsonl"))
+    result.stages  # {"original": {...}, "implanted": {...}, "unlearned": {...}}
+
+1. implant: LoRA fine-tune on token blocks of the text (descent NLL) until the model
+   reproduces it; the adapters are then merged, so the implanted model is a plain model.
+2. unlearn: fresh LoRA adapters trained with gradient ascent (or NPO) on the same blocks
+   plus a retain term (NLL or KL) on retain text. With the implant merged, the reference
+   that NPO and KL read (the adapters disabled) is the implanted model, as it should be.
+3. leakage (`fastunlearn.eval.copyright_metrics`) before, after implant and after unlearning.
+
+A short loop of its own rather than the Unlearner: it runs two trainings on one in-memory
+model and needs no checkpoints, DeepSpeed or export. It is built on the same objectives,
+data sources and batch sampler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from fastunlearn.data import token_blocks
+from fastunlearn.data.batches import BatchSampler, SequenceSource, padding_id
+from fastunlearn.eval import copyright_metrics
+from fastunlearn.models import CausalLMAdapter, ReferenceModel, add_lora, lora_config
+from fastunlearn.objectives import NPO, GradientAscent, ResponseNLL, RetainKL, Term, WeightedSum
+
+UNLEARN_OBJECTIVES = ("ga", "npo")
+RETAIN_TERMS = ("nll", "kl", "none")
+
+
+@dataclass
+class CopyrightConfig:
+    """Settings of the three stages (defaults sized for a ~3,000-word text on a small model)."""
+
+    block_length: int = 64  # training blocks and leakage windows
+    prefix_length: int = 32  # leakage: prompt tokens of a window; the rest is the continuation
+    max_windows: int | None = 16  # leakage windows scored per evaluation (None: all)
+    batch_size: int = 4
+    lora_rank: int = 16
+    lora_alpha: float = 32
+    lora_target_modules: Sequence[str] | str | None = "all-linear"
+    implant_steps: int = 200
+    implant_lr: float = 1e-3
+    unlearn_steps: int = 30
+    unlearn_lr: float = 2e-4
+    objective: str = "ga"  # "ga" or "npo"
+    npo_beta: float = 0.1
+    retain: str = "nll"  # "nll", "kl" or "none"
+    retain_weight: float = 1.0
+    eval_every: int = 0  # leakage every this many steps of each stage (0: only between stages)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.objective not in UNLEARN_OBJECTIVES:
+            raise ValueError(f"objective must be one of {UNLEARN_OBJECTIVES}, got {self.objective!r}")
+        if self.retain not in RETAIN_TERMS:
+            raise ValueError(f"retain must be one of {RETAIN_TERMS}, got {self.retain!r}")
+        if not 0 < self.prefix_length < self.block_length:
+            raise ValueError(f"prefix_length must lie in [1, block_length={self.block_length}), "
+                             f"got {self.prefix_length}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if self.implant_steps < 0 or self.unlearn_steps < 0:
+            raise ValueError(f"steps must be non-negative, got implant_steps={self.implant_steps}, "
+                             f"unlearn_steps={self.unlearn_steps}")
+
+
+@dataclass
+class CopyrightResult:
+    """``stages``: metrics after each stage; ``history``: (stage, step, metrics) rows
+    logged along the way (training stats every step, leakage every eval_every steps)."""
+
+    model: PreTrainedModel
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+
+
+Logger = Callable[[dict], None]
+
+
+def run_copyright(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    forget_texts: Sequence[str],
+    retain_texts: Sequence[str],
+    config: CopyrightConfig | None = None,
+    *,
+    log: Logger | None = None,
+) -> CopyrightResult:
+    """Implant forget_texts into model, unlearn them, and measure leakage around both.
+
+    ``model`` is changed in place (the implant adapters are merged into it); the result's
+    model is the unlearned one (a PeftModel holding the unlearning adapters). ``log``
+    receives every history row as it is made (e.g. print).
+    """
+    config = config or CopyrightConfig()
+    torch.manual_seed(config.seed)
+    result = CopyrightResult(model)
+
+    def record(row: dict) -> None:
+        result.history.append(row)
+        if log is not None:
+            log(row)
+
+    def measure(current: PreTrainedModel) -> dict[str, float]:
+        return copyright_metrics(current, tokenizer, forget_texts, retain_texts, window_length=config.block_length,
+                                 prefix_length=config.prefix_length, max_windows=config.max_windows,
+                                 batch_size=config.batch_size)
+
+    pad = padding_id(tokenizer)
+    forget = SequenceSource(token_blocks(tokenizer, forget_texts, config.block_length), pad, "forget text")
+    retain = SequenceSource(token_blocks(tokenizer, retain_texts, config.block_length), pad, "retain text")
+
+    result.stages["original"] = measure(model)
+    record({"stage": "original", "step": 0, **result.stages["original"]})
+
+    implanting = add_lora(model, _lora(config))
+    implant_objective = WeightedSum([Term("nll", ResponseNLL(), 1.0, "forget")])
+    _train(implanting, implant_objective, BatchSampler(forget, batch_size=config.batch_size, seed=config.seed),
+           config.implant_steps, config.implant_lr, "implant", config, measure, record)
+    implanted = implanting.merge_and_unload()
+    result.stages["implanted"] = measure(implanted)
+    record({"stage": "implanted", "step": config.implant_steps, **result.stages["implanted"]})
+
+    unlearning = add_lora(implanted, _lora(config))
+    sampler = BatchSampler(forget, batch_size=config.batch_size, seed=config.seed + 1,
+                           retain=retain if config.retain != "none" else None)
+    _train(unlearning, unlearn_objective(unlearning, config), sampler, config.unlearn_steps, config.unlearn_lr,
+           "unlearn", config, measure, record)
+    result.model = unlearning
+    result.stages["unlearned"] = measure(unlearning)
+    record({"stage": "unlearned", "step": config.unlearn_steps, **result.stages["unlearned"]})
+    return result
+
+
+def unlearn_objective(model: PreTrainedModel, config: CopyrightConfig) -> WeightedSum:
+    """Ascent (or NPO) on the forget blocks plus the retain term; the reference (for NPO
+    and KL) is ``model`` with its LoRA adapters disabled."""
+    reference = ReferenceModel(CausalLMAdapter(model))
+    forget_term = (Term("ga", GradientAscent(), 1.0, "forget") if config.objective == "ga"
+                   else Term("npo", NPO(reference, config.npo_beta), 1.0, "forget"))
+    terms = [forget_term]
+    if config.retain == "nll":
+        terms.append(Term("retain_nll", ResponseNLL(), config.retain_weight, "retain"))
+    elif config.retain == "kl":
+        terms.append(Term("retain_kl", RetainKL(reference), config.retain_weight, "retain"))
+    return WeightedSum(terms)
+
+
+def _lora(config: CopyrightConfig):
+    # No dropout: a few hundred steps on one short text, where dropout only slows memorising.
+    return lora_config(config.lora_rank, config.lora_alpha, 0.0, config.lora_target_modules)
+
+
+def _train(model, objective: WeightedSum, batches: BatchSampler, steps: int, learning_rate: float, stage: str,
+           config: CopyrightConfig, measure, record: Logger) -> None:
+    """AdamW on the trainable (LoRA) parameters for ``steps`` steps, one batch each."""
+    adapter = CausalLMAdapter(model)
+    device = next(model.parameters()).device
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
+    model.train()
+    for step in range(1, steps + 1):
+        output = objective(adapter, next(batches).to(device))
+        optimizer.zero_grad(set_to_none=True)
+        output.loss.backward()
+        optimizer.step()
+        row = {"stage": stage, "step": step, **{name: float(value) for name, value in output.stats.items()}}
+        if config.eval_every and step % config.eval_every == 0 and step < steps:
+            row.update(measure(model))
+        record(row)
+    model.eval()
