@@ -1,6 +1,7 @@
 """Copyright unlearning (DESIGN.md §1, the second paper): implant a text, unlearn it, measure leakage.
 
-    result = run_copyright(model, tokenizer, read_corpus("story.txt"), read_corpus("normal.jsonl"))
+    result = run_copyright(model, tokenizer, read_corpus("story.txt"), read_corpus("normal_train.jsonl"),
+                           heldout_texts=read_corpus("normal_eval.jsonl"))
     result.stages  # {"original": {...}, "implanted": {...}, "unlearned": {...}}
 
 1. implant: LoRA fine-tune on token blocks of the text (descent NLL) until the model
@@ -90,9 +91,11 @@ def run_copyright(
     retain_texts: Sequence[str],
     config: CopyrightConfig | None = None,
     *,
+    heldout_texts: Sequence[str] | None = None,
     log: Logger | None = None,
 ) -> CopyrightResult:
-    """Implant forget_texts into model, unlearn them, and measure leakage around both.
+    """Implant forget_texts into model, unlearn them with retain_texts as the retain data,
+    and measure leakage around both, with perplexity on heldout_texts (default: retain_texts).
 
     ``model`` is changed in place (the implant adapters are merged into it); the result's
     model is the unlearned one (a PeftModel holding the unlearning adapters). ``log``
@@ -108,10 +111,11 @@ def run_copyright(
             log(row)
 
     def measure(current: PreTrainedModel) -> dict[str, float]:
-        return copyright_metrics(current, tokenizer, forget_texts, retain_texts, window_length=config.block_length,
+        return copyright_metrics(current, tokenizer, forget_texts, heldout, window_length=config.block_length,
                                  prefix_length=config.prefix_length, max_windows=config.max_windows,
                                  batch_size=config.batch_size)
 
+    heldout = retain_texts if heldout_texts is None else heldout_texts
     pad = padding_id(tokenizer)
     forget = SequenceSource(token_blocks(tokenizer, forget_texts, config.block_length), pad, "forget text")
     retain = SequenceSource(token_blocks(tokenizer, retain_texts, config.block_length), pad, "retain text")

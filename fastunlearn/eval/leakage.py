@@ -133,15 +133,15 @@ def copyright_metrics(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     forget_texts: Sequence[str],
-    retain_texts: Sequence[str] | None = None,
+    heldout_texts: Sequence[str] | None = None,
     *,
     window_length: int = 64,
     prefix_length: int = 32,
     max_windows: int | None = None,
     batch_size: int = 8,
 ) -> dict[str, float]:
-    """Leakage means plus perplexity on the forgotten text and (when given) on retain or
-    held-out text: unlearning should raise the first and leave the second."""
+    """Leakage means plus perplexity on the forgotten text and (when given) on held-out
+    normal text: unlearning should raise the first and leave the second."""
     leakage = copyright_leakage(model, tokenizer, forget_texts, window_length=window_length,
                                 prefix_length=prefix_length, max_windows=max_windows, batch_size=batch_size)
     metrics = {
@@ -151,7 +151,7 @@ def copyright_metrics(
         "perplexity_forget": perplexity(model, tokenizer, forget_texts, block_length=window_length,
                                         batch_size=batch_size),
     }
-    if retain_texts is not None:
-        metrics["perplexity_retain"] = perplexity(model, tokenizer, retain_texts, block_length=window_length,
-                                                  batch_size=batch_size)
+    if heldout_texts is not None:
+        metrics["perplexity_heldout"] = perplexity(model, tokenizer, heldout_texts, block_length=window_length,
+                                                   batch_size=batch_size)
     return metrics
