@@ -4,6 +4,7 @@
     fastunlearn generate --config configs/wpn_lora.yaml     # sample WPN negatives first
     fastunlearn demo [--set train.max_steps=10 ...]         # before/after on the default model
     fastunlearn eval --model runs/demo/final [--harmful FILE --benign FILE --text FILE]
+    fastunlearn copyright [--text FILE --retain FILE --heldout FILE]   # implant, unlearn, leakage
 
 Under the DeepSpeed launcher: ``deepspeed --num_gpus 8 --module fastunlearn unlearn --config ...``.
 """
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fastunlearn.engine import CheckpointMismatchError, ConfigError, UnlearnConfig
+from fastunlearn.engine.copyright import RETAIN_TERMS, UNLEARN_OBJECTIVES, CopyrightConfig
 
 # Bad input the user can fix: reported in one line, without a traceback.
 USER_ERRORS = (ConfigError, CheckpointMismatchError, FileNotFoundError, FileExistsError, ValueError)
@@ -86,6 +88,30 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_copyright(args: argparse.Namespace) -> int:
+    import json
+
+    from fastunlearn.data import read_corpus
+    from fastunlearn.engine.copyright import CopyrightConfig, run_copyright
+    from fastunlearn.eval import demo_data_path
+    from fastunlearn.models import load_default_model, load_model
+
+    config = CopyrightConfig(implant_steps=args.implant_steps, unlearn_steps=args.unlearn_steps,
+                             objective=args.objective, retain=args.retain_term, eval_every=args.eval_every,
+                             max_windows=args.max_windows)
+    forget = read_corpus(args.text or demo_data_path("story.txt"))
+    retain = read_corpus(args.retain or demo_data_path("normal_text_train.jsonl"))
+    heldout = read_corpus(args.heldout or demo_data_path("normal_text_eval.jsonl"))
+    model, tokenizer = load_default_model() if args.model == "default" else load_model(args.model)
+    result = run_copyright(model, tokenizer, forget, retain, config, heldout_texts=heldout,
+                           log=lambda row: print(json.dumps(row), flush=True))
+    print(json.dumps(result.stages, indent=2))
+    if args.output:
+        Path(args.output).write_text(json.dumps({"stages": result.stages, "history": result.history}, indent=2) + "\n",
+                                     encoding="utf-8")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastunlearn", description="Make a language model forget.")
     # The deepspeed launcher passes --local_rank=N before the command; the rank is read
@@ -120,6 +146,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--adversarial", action="store_true", help="also evaluate the adversarial prompt sets")
     evaluation.add_argument("--output", help="write the full result (every response) to this JSON file")
     evaluation.set_defaults(handler=run_eval)
+
+    copyright_parser = commands.add_parser("copyright", help="implant a text with LoRA, unlearn it, report leakage per stage")
+    copyright_parser.add_argument("--model", default="default", help='model folder (from_pretrained) or "default"')
+    copyright_parser.add_argument("--text", help="text to implant and unlearn (default: the demo story)")
+    copyright_parser.add_argument("--retain", help="retain text for unlearning (default: the demo's normal text)")
+    copyright_parser.add_argument("--heldout", help="held-out text for perplexity (default: the demo's held-out text)")
+    copyright_parser.add_argument("--implant-steps", type=int, default=CopyrightConfig.implant_steps)
+    copyright_parser.add_argument("--unlearn-steps", type=int, default=CopyrightConfig.unlearn_steps)
+    copyright_parser.add_argument("--objective", choices=UNLEARN_OBJECTIVES, default=CopyrightConfig.objective)
+    copyright_parser.add_argument("--retain-term", choices=RETAIN_TERMS, default=CopyrightConfig.retain)
+    copyright_parser.add_argument("--eval-every", type=int, default=0, help="leakage every N steps of each stage")
+    copyright_parser.add_argument("--max-windows", type=int, default=CopyrightConfig.max_windows,
+                           help="leakage windows scored per evaluation")
+    copyright_parser.add_argument("--output", help="write stages and history to this JSON file")
+    copyright_parser.set_defaults(handler=run_copyright)
     return parser
 
 

@@ -70,3 +70,18 @@ def test_usage(capsys, tmp_path):
     assert exit_.value.code == 2 and "COMMAND" in capsys.readouterr().err
     assert main(["unlearn", "--config", str(tmp_path / "missing.yaml")]) == 1
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_copyright_runs_the_three_stages(tmp_path, capsys):
+    model = save_tiny_model(tmp_path / "model")
+    text = tmp_path / "text.txt"
+    text.write_text(" ".join(f"{prompt} {response}" for prompt, response in HARMFUL) * 2, encoding="utf-8")
+    output = tmp_path / "copyright.json"
+    arguments = ["copyright", "--model", str(model), "--retain", str(text), "--heldout", str(text),
+                 "--implant-steps", "2", "--unlearn-steps", "1", "--max-windows", "2"]
+    assert main([*arguments, "--text", str(text), "--output", str(output)]) == 0
+    assert set(json.loads(output.read_text())["stages"]) == {"original", "implanted", "unlearned"}
+    short = tmp_path / "short.txt"
+    short.write_text("Paris is the capital of France.", encoding="utf-8")
+    assert main([*arguments, "--text", str(short)]) == 1
+    assert "fewer than one window of 64" in capsys.readouterr().err
