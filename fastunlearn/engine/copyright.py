@@ -104,6 +104,7 @@ def run_copyright(
     config = config or CopyrightConfig()
     torch.manual_seed(config.seed)
     result = CopyrightResult(model)
+    heldout = retain_texts if heldout_texts is None else heldout_texts
 
     def record(row: dict) -> None:
         result.history.append(row)
@@ -115,7 +116,6 @@ def run_copyright(
                                  prefix_length=config.prefix_length, max_windows=config.max_windows,
                                  batch_size=config.batch_size)
 
-    heldout = retain_texts if heldout_texts is None else heldout_texts
     pad = padding_id(tokenizer)
     forget = SequenceSource(token_blocks(tokenizer, forget_texts, config.block_length), pad, "forget text")
     retain = SequenceSource(token_blocks(tokenizer, retain_texts, config.block_length), pad, "retain text")
