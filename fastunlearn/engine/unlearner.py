@@ -47,6 +47,7 @@ from fastunlearn.models import (
     ReferenceModel,
     add_lora,
     default_model_location,
+    evaluation_mode,
     load_default_model,
     load_model,
     lora_config,
@@ -108,7 +109,8 @@ class Unlearner:
     forward passes); what they return is logged to metrics.jsonl under ``eval/``.
 
     Attributes: ``model`` (the model being trained: a PeftModel with LoRA), ``tokenizer``,
-    ``batches`` (the sampler), ``step``, ``output_dir``, ``is_main_process``.
+    ``batches`` (the sampler), ``step`` (optimizer steps done), ``output_dir``,
+    ``is_main_process`` (rank 0), ``deepspeed_config`` (as filled in; None without DeepSpeed).
     """
 
     def __init__(self, config: UnlearnConfig, model: PreTrainedModel | None = None,
@@ -181,9 +183,12 @@ class Unlearner:
             import deepspeed
 
             inference_config = {key: value for key, value in deepspeed_config.items()
-                                if key in ("train_micro_batch_size_per_gpu", "bf16", "fp16", "zero_optimization")}
-            if not zero3:  # no sharding: DeepSpeed only casts it to the training precision
-                inference_config["zero_optimization"] = {"stage": 0}
+                                if key in ("train_micro_batch_size_per_gpu", "bf16", "fp16")}
+            zero = deepspeed_config.get("zero_optimization", {})
+            # Sharded like the trained model under ZeRO-3 (it has no optimizer to offload);
+            # otherwise not sharded: DeepSpeed only casts it to the training precision.
+            inference_config["zero_optimization"] = (
+                {key: value for key, value in zero.items() if key != "offload_optimizer"} if zero3 else {"stage": 0})
             # Kept: the engine owns the hooks that gather the reference's shards.
             self._reference_engine, *_ = deepspeed.initialize(model=reference.adapter.model, config=inference_config)
         return reference
@@ -204,6 +209,7 @@ class Unlearner:
         if self.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
         self.backend.barrier()
+        self.model.train()  # dropout on, as in fine-tuning (from_pretrained returns eval mode)
         metrics = MetricsLogger(self.output_dir, self.step if resume_from else None) if self.is_main_process else None
         progress = tqdm(total=train.max_steps, initial=self.step, desc="unlearning",
                         disable=not (self.is_main_process and train.progress_bar))
@@ -259,7 +265,7 @@ class Unlearner:
 
     def _evaluate(self, metrics: MetricsLogger | None) -> None:
         results: dict[str, float] = {}
-        with torch.no_grad():
+        with torch.no_grad(), evaluation_mode(self.model):
             for hook in self.eval_hooks:
                 results.update(hook(self, self.step) or {})
         if metrics and results:
