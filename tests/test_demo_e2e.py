@@ -39,8 +39,10 @@ def test_wpn_demo_raises_harmless_rate_and_keeps_perplexity(tmp_path):
         f"data.negatives={tmp_path / 'run' / 'negatives.jsonl'}",
         f"train.output_dir={tmp_path / 'run'}",
         "generation.max_new_tokens=16",
+        "data.batch_size=2",
         "train.max_steps=8",
-        "train.learning_rate=5e-4",
+        "train.warmup_steps=0",
+        "train.learning_rate=1e-3",
         "train.progress_bar=false",
     ])
     full = demo_suite(max_new_tokens=16, lm_eval_tasks=(), adversarial_templates={})
