@@ -36,7 +36,7 @@ def load_model(
     model = AutoModelForCausalLM.from_pretrained(
         source, gguf_file=gguf_file, trust_remote_code=trust_remote_code, **from_pretrained_kwargs
     )
-    if gguf_file is not None:
+    if gguf_file is not None and getattr(model, "hf_quantizer", None) is not None:
         # The GGUF weights are dequantized into ordinary tensors on load, but transformers keeps
         # a GGUF quantizer marker that makes save_pretrained refuse the model: drop it.
         model.hf_quantizer = None
