@@ -385,10 +385,11 @@ def unlearn_step(
     loss_fn = {"fastunlearn-fused": fused_unlearn_loss, "hf-logits": logits_unlearn_loss}[impl]
 
     def run():
-        optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(lm, batch)
         loss.backward()
         optimizer.step()
+        # Gradients are freed here, not at the next step: a step's peak memory includes them.
+        optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
     return Workload(

@@ -2,8 +2,8 @@
 
 Timing: ``run_case`` builds a case's inputs outside the timed region and times its ``run``
 with ``benchmark.pedantic``; the device is synchronised inside the timed call, so a CUDA
-measurement covers the kernels and not only their launch. One untimed first call pays for
-lazy initialisation; calls shorter than the mode's ``min_round_seconds`` are repeated within
+measurement covers the kernels and not only their launch. Untimed warm-up calls come first
+(see ``_warm_up``); calls shorter than the mode's ``min_round_seconds`` are repeated within
 a round (pytest-benchmark reports per call).
 
 Peak memory, recorded in ``extra_info["peak_memory_bytes"]``, is the extra memory one call
@@ -50,7 +50,7 @@ class ModeSettings:
     device: str
     dtype: str
     rounds: int
-    warmup_rounds: int  # timed-and-discarded rounds after the untimed first call
+    warmup_seconds: float
     min_round_seconds: float
     # Whether the torch.compile peer runs: its first compile costs 10-45 s on a small CPU.
     torch_compile: bool
@@ -69,12 +69,19 @@ def _synchronised(run, device: str):
     return run_and_wait
 
 
-def _first_call_iterations(run, min_round_seconds: float) -> int:
-    """Calls ``run`` once, untimed (lazy initialisation), and sizes the rounds from its time."""
-    start = time.perf_counter()
-    run()
-    elapsed = time.perf_counter() - start
-    return max(1, math.ceil(min_round_seconds / max(elapsed, 1e-9)))
+def _warm_up(run, warmup_seconds: float, min_round_seconds: float) -> int:
+    """Calls ``run`` untimed until ``warmup_seconds`` have passed, at least once, and returns
+    the calls per round that make a round last ``min_round_seconds`` at the last call's speed.
+
+    Small ops on a CPU take many calls to settle (thread pools, allocator); one call pays for
+    lazy initialisation and compilation."""
+    deadline = time.perf_counter() + warmup_seconds
+    while True:
+        start = time.perf_counter()
+        run()
+        end = time.perf_counter()
+        if end >= deadline:
+            return max(1, math.ceil(min_round_seconds / max(end - start, 1e-9)))
 
 
 def run_case(benchmark, settings: ModeSettings, case: Case, peak_memory=None) -> None:
@@ -90,12 +97,8 @@ def run_case(benchmark, settings: ModeSettings, case: Case, peak_memory=None) ->
         pytest.skip(str(reason))
     benchmark.group = f"{benchmark.group or case.builder} | {case.shape_label}"
     run = _synchronised(workload.run, settings.device)
-    benchmark.pedantic(
-        run,
-        rounds=settings.rounds,
-        warmup_rounds=settings.warmup_rounds,
-        iterations=_first_call_iterations(run, settings.min_round_seconds),
-    )
+    iterations = _warm_up(run, settings.warmup_seconds, settings.min_round_seconds)
+    benchmark.pedantic(run, rounds=settings.rounds, iterations=iterations)
     info = benchmark.extra_info
     info.update(case.kwargs)
     info.update(workload.info)
