@@ -130,6 +130,9 @@ class DeepSpeedBackend:
         self.engine.save_checkpoint(str(folder), tag=DEEPSPEED_TAG, save_latest=False)
 
     def load(self, folder: Path) -> None:
+        # DeepSpeed unpickles its files with weights_only=False, which can run code stored
+        # in them; read them as data, allowing only DeepSpeed's own plain record types.
+        self.engine.checkpoint_engine.load = _load_deepspeed_file
         loaded, _ = self.engine.load_checkpoint(str(folder), tag=DEEPSPEED_TAG, load_optimizer_states=True,
                                                 load_lr_scheduler_states=True)
         if loaded is None:
@@ -157,3 +160,12 @@ class DeepSpeedBackend:
         gathered = self.engine._zero3_consolidated_16bit_state_dict()  # what accelerate uses too
         prefix = "model."  # the ObjectiveModule's attribute holding the model
         return {name.removeprefix(prefix): tensor for name, tensor in (gathered or {}).items()}
+
+
+def _load_deepspeed_file(path: str, map_location=None):
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    with torch.serialization.safe_globals([ZeroStageEnum, LossScaler, DynamicLossScaler, fragment_address]):
+        return torch.load(path, map_location=map_location, weights_only=True)
