@@ -138,6 +138,7 @@ class Unlearner:
             distributed.fill_hidden_size_keys(deepspeed_config, model_config.hidden_size)
         # Alive while this Unlearner is: transformers then loads models sharded (zero.Init).
         self._hf_deepspeed_config = self._zero3_loading(deepspeed_config) if zero3 else None
+        loaded_here = model is None
         self.tokenizer = tokenizer if tokenizer is not None else load_configured_tokenizer(config)
         self.batches = build_sampler(config, self.tokenizer, rank, world_size)
         if model is None:
@@ -150,7 +151,8 @@ class Unlearner:
             device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
             model.to(device)
         adapter = CausalLMAdapter(model)
-        reference = self._reference(adapter, deepspeed_config, zero3) if config.objective.needs_reference else None
+        reference = (self._reference(adapter, deepspeed_config, zero3, loaded_here)
+                     if config.objective.needs_reference else None)
         external = []
         if zero3:
             external = head_parameters(adapter)
@@ -170,12 +172,16 @@ class Unlearner:
 
         return HfDeepSpeedConfig(deepspeed_config)
 
-    def _reference(self, adapter: CausalLMAdapter, deepspeed_config: dict | None, zero3: bool) -> ReferenceModel:
+    def _reference(self, adapter: CausalLMAdapter, deepspeed_config: dict | None, zero3: bool,
+                   loaded_here: bool) -> ReferenceModel:
         """The model before unlearning: with LoRA the adapters switched off, else a frozen
         copy (under DeepSpeed in the training precision; under ZeRO-3 sharded too)."""
         if adapter.is_peft:
             return ReferenceModel(adapter)
         if zero3 and hasattr(next(adapter.model.parameters()), "ds_id"):
+            if not loaded_here:
+                raise ValueError("the model passed in is already sharded (zero.Init), so no frozen copy can be "
+                                 "taken for the reference; pass it unsharded, or let the Unlearner load it")
             reference = ShardedReference(load_configured_model(self.config)[0])
         else:
             reference = ReferenceModel(adapter)
