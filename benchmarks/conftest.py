@@ -27,6 +27,7 @@ MODES = ("quick", "cpu", "gpu")
 OPT_HEADS = (768, 2048, 2560, 4096)  # OPT-125M, 1.3B, 2.7B, 6.7B
 OPT_VOCAB = 50272
 SETTINGS = pytest.StashKey[ModeSettings]()
+LOAD_AT_START = pytest.StashKey[tuple]()
 
 
 def _mode_settings(mode: str) -> ModeSettings:
@@ -117,6 +118,7 @@ def pytest_configure(config):
         or ("gpu" if torch.cuda.is_available() else "quick")
     )
     config.stash[SETTINGS] = _mode_settings(mode)
+    config.stash[LOAD_AT_START] = os.getloadavg()
 
 
 def pytest_report_header(config):
@@ -138,6 +140,9 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "cpp_available": cpp_available(),
+        # On a shared machine other jobs' load skews timings: recorded so a reader can tell.
+        "load_average_start": config.stash[LOAD_AT_START],
+        "load_average_end": os.getloadavg(),
     }
 
 

@@ -45,6 +45,11 @@ def _label(bench: dict) -> str:
     return info.get("kind", bench["name"])
 
 
+def _load(fastunlearn: dict, when: str) -> str:
+    load = fastunlearn.get(f"load_average_{when}")
+    return "/".join(f"{value:.1f}" for value in load) if load else "?"
+
+
 def hardware_rates(benchmarks: list[dict]) -> tuple[dict, dict]:
     """The best measured (device, dtype) -> matmul FLOP/s and device -> copy bytes/s."""
     matmul, copy = {}, {}
@@ -137,7 +142,8 @@ def render(results: dict) -> str:
         f"Run {results.get('datetime', '?')} | commit {commit.get('id', '?')[:12]}{dirty} | "
         f"mode {fastunlearn.get('mode', '?')} | device {fastunlearn.get('device', '?')} | "
         f"CPU {cpu} | torch {fastunlearn.get('torch', '?')}, "
-        f"{fastunlearn.get('torch_threads', '?')} threads"
+        f"{fastunlearn.get('torch_threads', '?')} threads | load average (1/5/15 min) "
+        f"{_load(fastunlearn, 'start')} at start, {_load(fastunlearn, 'end')} at end"
     )
     lines = [header]
     matmul, copy = hardware_rates(benchmarks)
