@@ -119,8 +119,8 @@ class GenerationConfig:
 @dataclass
 class ObjectiveConfig:
     """``name``: wpn | ga | ga_mismatch_kl | npo, with their options (temperature,
-    similarity, layer and candidate_span for WPN; beta for NPO; the three weights of
-    ga_mismatch_kl, Yao et al.'s 0.5 / 1 / 1 by default). ``retain``: an optional extra
+    similarity, layer, candidate_span and positive_nll_weight for WPN; beta for NPO; the
+    three weights of ga_mismatch_kl, Yao et al.'s 0.5 / 1 / 1 by default). ``retain``: an optional extra
     term on data.retain (nll | kl) with ``retain_weight``. ``backend`` forces an op backend."""
 
     name: str = "wpn"
@@ -128,6 +128,7 @@ class ObjectiveConfig:
     similarity: str = "cosine"
     layer: int | None = None
     candidate_span: str = "response"
+    positive_nll_weight: float = 0.0
     beta: float = 0.1
     ga_weight: float = 0.5
     mismatch_weight: float = 1.0

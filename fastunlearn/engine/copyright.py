@@ -5,7 +5,10 @@
     result.stages  # {"original": {...}, "implanted": {...}, "unlearned": {...}}
 
 1. implant: LoRA fine-tune on token blocks of the text (descent NLL) until the model
-   reproduces it; the adapters are then merged, so the implanted model is a plain model.
+   reproduces it, with an NLL term on the retain text so that it memorises the text
+   without losing its general language (on SmolLM2 the text alone took held-out
+   perplexity from 43 to 476 in 100 steps); the adapters are then merged, so the
+   implanted model is a plain model.
 2. unlearn: fresh LoRA adapters trained with gradient ascent (or NPO) on the same blocks
    plus a retain term (NLL or KL) on retain text. With the implant merged, the reference
    that NPO and KL read (the adapters disabled) is the implanted model, as it should be.
@@ -47,6 +50,7 @@ class CopyrightConfig:
     lora_target_modules: Sequence[str] | str | None = "all-linear"
     implant_steps: int = 200
     implant_lr: float = 1e-3
+    implant_retain_weight: float = 1.0  # NLL on the retain text while implanting (0: none)
     unlearn_steps: int = 30
     unlearn_lr: float = 2e-4
     objective: str = "ga"  # "ga" or "npo"
@@ -66,6 +70,8 @@ class CopyrightConfig:
                              f"got {self.prefix_length}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if self.implant_retain_weight < 0:
+            raise ValueError(f"implant_retain_weight must be >= 0, got {self.implant_retain_weight}")
         if self.implant_steps < 0 or self.unlearn_steps < 0:
             raise ValueError(f"steps must be non-negative, got implant_steps={self.implant_steps}, "
                              f"unlearn_steps={self.unlearn_steps}")
@@ -124,9 +130,13 @@ def run_copyright(
     record({"stage": "original", "step": 0, **result.stages["original"]})
 
     implanting = add_lora(model, _lora(config))
-    implant_objective = WeightedSum([Term("nll", ResponseNLL(), 1.0, "forget")])
-    _train(implanting, implant_objective, BatchSampler(forget, batch_size=config.batch_size, seed=config.seed),
-           config.implant_steps, config.implant_lr, "implant", config, measure, record)
+    implant_terms = [Term("nll", ResponseNLL(), 1.0, "forget")]
+    if config.implant_retain_weight:
+        implant_terms.append(Term("retain_nll", ResponseNLL(), config.implant_retain_weight, "retain"))
+    implant_batches = BatchSampler(forget, batch_size=config.batch_size, seed=config.seed,
+                                   retain=retain if config.implant_retain_weight else None)
+    _train(implanting, WeightedSum(implant_terms), implant_batches, config.implant_steps, config.implant_lr,
+           "implant", config, measure, record)
     implanted = implanting.merge_and_unload()
     result.stages["implanted"] = measure(implanted)
     record({"stage": "implanted", "step": config.implant_steps, **result.stages["implanted"]})

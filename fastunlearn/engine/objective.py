@@ -36,7 +36,8 @@ def build_objective(config: ObjectiveConfig, reference: ReferenceModel | None) -
         raise ValueError(f"objective {config.name!r} with retain={config.retain!r} needs a reference model")
     backend = config.backend
     if config.name == "wpn":
-        wpn = WPN(config.temperature, config.similarity, config.layer, config.candidate_span, backend=backend)
+        wpn = WPN(config.temperature, config.similarity, config.layer, config.candidate_span,
+                  config.positive_nll_weight, backend=backend)
         terms = [Term("wpn", wpn, 1.0, "forget")]
     elif config.name == "ga":
         terms = [Term("ga", GradientAscent(backend=backend), 1.0, "forget")]

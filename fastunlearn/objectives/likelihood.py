@@ -32,10 +32,18 @@ def per_sequence_token_weights(batch: SequenceBatch) -> torch.Tensor:
 
 
 def mean_response_nll(
-    model: CausalLMAdapter, batch: SequenceBatch, scale: float, backend: str | None
+    model: CausalLMAdapter,
+    batch: SequenceBatch,
+    scale: float,
+    backend: str | None,
+    hidden: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """scale * (1/B) sum_b mean_{t in response_b} -log p(y_t | y_<t)."""
-    hidden = model.hidden_states(batch.input_ids, batch.attention_mask)
+    """scale * (1/B) sum_b mean_{t in response_b} -log p(y_t | y_<t).
+
+    ``hidden``: the batch's head-input hidden states when the caller already has them.
+    """
+    if hidden is None:
+        hidden = model.hidden_states(batch.input_ids, batch.attention_mask)
     head = model.output_head()
     return linear_nll(
         hidden[:, :-1],

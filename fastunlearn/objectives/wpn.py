@@ -6,6 +6,7 @@ import torch
 
 from fastunlearn.models import CausalLMAdapter
 from fastunlearn.objectives.batch import ContrastiveBatch
+from fastunlearn.objectives.likelihood import mean_response_nll
 from fastunlearn.objectives.output import ObjectiveOutput
 from fastunlearn.ops import npair_loss, position_weighted_mean_pool
 from fastunlearn.ops.npair import SIMILARITIES
@@ -14,12 +15,17 @@ CANDIDATE_SPANS = ("response", "sequence")
 
 
 class WPN:
-    """loss = npair_loss(a, [c_+, c_1 .. c_N], temperature) per prompt, averaged over prompts.
+    """loss = npair_loss(a, [c_+, c_1 .. c_N], temperature) per prompt, averaged over prompts,
+    + positive_nll_weight * (1/P) sum_p mean_{t in positive_p} -log p(y_t | y_<t).
 
     a = pool(prompt span), c = pool(candidate span of [prompt ; response]) with pool the
     position-weighted mean of ``layer``'s hidden states (None: the output head's input).
     ``candidate_span`` "response" pools the response tokens, "sequence" prompt and response.
     The paper's temperature was not available to us; 0.1 is a starting point to tune.
+
+    The N-pair term moves pooled representations, not token likelihoods; the optional
+    likelihood term on the positives (refusals) makes the model also say them. With the
+    pooled layer at the head input it reuses the positives' rows of the same forward.
     """
 
     def __init__(
@@ -28,6 +34,7 @@ class WPN:
         similarity: str = "cosine",
         layer: int | None = None,
         candidate_span: str = "response",
+        positive_nll_weight: float = 0.0,
         *,
         backend: str | None = None,
     ):
@@ -37,8 +44,11 @@ class WPN:
             raise ValueError(
                 f"candidate_span must be one of {CANDIDATE_SPANS}, got {candidate_span!r}"
             )
+        if positive_nll_weight < 0:
+            raise ValueError(f"positive_nll_weight must be >= 0, got {positive_nll_weight}")
         self.temperature, self.similarity, self.layer = temperature, similarity, layer
         self.candidate_span, self.backend = candidate_span, backend
+        self.positive_nll_weight = positive_nll_weight
 
     def __call__(self, model: CausalLMAdapter, batch: ContrastiveBatch) -> ObjectiveOutput:
         k = batch.num_candidates
@@ -66,7 +76,14 @@ class WPN:
             return_logits=True,
             backend=self.backend,
         )
-        return ObjectiveOutput(loss, self._stats(logits))
+        stats = self._stats(logits)
+        if self.positive_nll_weight:
+            head_input = hidden[::k] if self.layer in (None, -1) else None
+            positive_nll = mean_response_nll(model, batch.positives(), self.positive_nll_weight,
+                                             self.backend, hidden=head_input)
+            loss = loss + positive_nll
+            stats["positive_nll"] = positive_nll.detach() / self.positive_nll_weight
+        return ObjectiveOutput(loss, stats)
 
     def _stats(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         similarity = logits * self.temperature  # -inf where a candidate is masked out

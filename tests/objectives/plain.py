@@ -3,6 +3,8 @@
 Independent of fastunlearn: the objective tests compare losses and gradients with these.
 """
 
+from types import SimpleNamespace
+
 import torch
 import torch.nn.functional as F
 
@@ -49,7 +51,8 @@ def weighted_pool(hidden, mask):
     return (weights[..., None] * hidden).sum(1) / weights.sum(1, keepdim=True)
 
 
-def wpn(model, batch, temperature, similarity="cosine", layer=-1, candidate_span="response"):
+def wpn(model, batch, temperature, similarity="cosine", layer=-1, candidate_span="response",
+        positive_nll_weight=0.0):
     hidden = forward(model, batch, output_hidden_states=True).hidden_states[layer]
     k = batch.num_candidates
     anchors = torch.stack(
@@ -70,4 +73,9 @@ def wpn(model, batch, temperature, similarity="cosine", layer=-1, candidate_span
         logits = (anchors[:, None] * candidates).sum(-1) / temperature
     if batch.candidate_mask is not None:
         logits = logits.masked_fill(~batch.candidate_mask, float("-inf"))
-    return F.cross_entropy(logits, torch.zeros(len(anchors), dtype=torch.long))
+    npair = F.cross_entropy(logits, torch.zeros(len(anchors), dtype=torch.long))
+    if not positive_nll_weight:
+        return npair
+    positives = SimpleNamespace(input_ids=batch.input_ids[::k], attention_mask=batch.attention_mask[::k],
+                                response_mask=batch.response_mask[::k])
+    return npair + positive_nll_weight * mean_response_nll(model, positives)

@@ -27,8 +27,10 @@ def test_wpn_matches_plain_formulation(model_type, backend):
         {"similarity": "dot"},
         {"layer": 1},
         {"candidate_span": "sequence"},
+        {"positive_nll_weight": 0.7},
+        {"positive_nll_weight": 1.3, "layer": 1},
     ],
-    ids=lambda options: next(iter(options)),
+    ids=lambda options: "-".join(options),
 )
 def test_wpn_options_match_plain_formulation(options):
     model, batch = tiny_model("opt"), random_contrastive_batch(seed=41)
@@ -82,3 +84,14 @@ def test_bad_options_are_refused():
         WPN(similarity="euclidean")
     with pytest.raises(ValueError, match="candidate_span"):
         WPN(candidate_span="prompt")
+    with pytest.raises(ValueError, match="positive_nll_weight"):
+        WPN(positive_nll_weight=-0.5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_positive_nll_stat_is_the_positives_mean_nll(backend):
+    model, batch = tiny_model("llama"), random_contrastive_batch(seed=44)
+    output = WPN(temperature=0.3, positive_nll_weight=2.0, backend=backend)(CausalLMAdapter(model), batch)
+    with torch.no_grad():
+        expected = plain.wpn(model, batch, 0.3, positive_nll_weight=1.0) - plain.wpn(model, batch, 0.3)
+    torch.testing.assert_close(output.stats["positive_nll"], expected, rtol=1e-4, atol=1e-5)
