@@ -97,7 +97,7 @@ def run_copyright(args: argparse.Namespace) -> int:
     from fastunlearn.models import load_default_model, load_model
 
     config = CopyrightConfig(implant_steps=args.implant_steps, unlearn_steps=args.unlearn_steps,
-                             implant_retain_weight=args.implant_retain_weight,
+                             implant_retain=args.implant_retain,
                              objective=args.objective, retain=args.retain_term, eval_every=args.eval_every,
                              max_windows=args.max_windows)
     forget = read_corpus(args.text or demo_data_path("story.txt"))
@@ -154,8 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     copyright_parser.add_argument("--retain", help="retain text for unlearning (default: the demo's normal text)")
     copyright_parser.add_argument("--heldout", help="held-out text for perplexity (default: the demo's held-out text)")
     copyright_parser.add_argument("--implant-steps", type=int, default=CopyrightConfig.implant_steps)
-    copyright_parser.add_argument("--implant-retain-weight", type=float, default=CopyrightConfig.implant_retain_weight,
-                                  help="weight of the NLL on the retain text while implanting (0: none)")
+    copyright_parser.add_argument("--implant-retain", choices=RETAIN_TERMS, default=CopyrightConfig.implant_retain,
+                                  help="retain term while implanting (kl: to the original model)")
     copyright_parser.add_argument("--unlearn-steps", type=int, default=CopyrightConfig.unlearn_steps)
     copyright_parser.add_argument("--objective", choices=UNLEARN_OBJECTIVES, default=CopyrightConfig.objective)
     copyright_parser.add_argument("--retain-term", choices=RETAIN_TERMS, default=CopyrightConfig.retain)

@@ -6,9 +6,10 @@ LoRA settings and step budget, one load of the model, one "before" evaluation.
 Each method's evaluation is written to OUT/<method>.json, the untouched model's to
 OUT/before.json (evaluated once, then reused), so methods can also run as parallel processes.
 
-GA and GA+mismatch+KL unlearn the model's own sampled harmful answers (the WPN negatives).
-The mismatch term needs normal answers: passages of the retain essays, paired with the
-benign training prompts (the prompts are not used by that term, only the answers).
+GA and GA+mismatch+KL unlearn the model's own sampled harmful answers (the WPN negatives);
+the mismatch term's normal answers and the KL term's normal data are the demo's retain
+pairs (benign prompts with answers). "WPN (N-pair only)" drops WPN's likelihood term on
+the refusals, to show what that term adds.
 """
 
 from __future__ import annotations
@@ -20,31 +21,20 @@ import logging
 import time
 from pathlib import Path
 
-from fastunlearn.data import read_corpus, read_prompts
 from fastunlearn.demo import DEMO_CONFIG, demo_eval_suite
 from fastunlearn.engine import UnlearnConfig, Unlearner
 from fastunlearn.engine.generation import generate_configured_negatives
 from fastunlearn.engine.unlearner import load_configured_model
-from fastunlearn.eval import demo_data_path, evaluate
+from fastunlearn.eval import evaluate
 
 METHODS = {
     "WPN": ["objective.name=wpn"],
+    "WPN (N-pair only)": ["objective.name=wpn", "objective.positive_nll_weight=0"],
     "GA": ["objective.name=ga", "objective.retain=null"],
-    "GA+mismatch+KL": ["objective.name=ga_mismatch_kl", "objective.retain=null", "data.normal.format=pairs"],
+    "GA+mismatch+KL": ["objective.name=ga_mismatch_kl", "objective.retain=null"],
 }
 
 log = logging.getLogger("compare")
-
-
-def normal_pairs(path: Path) -> Path:
-    """Benign prompts paired with ~60-word passages of the retain essays (mismatch answers)."""
-    words = " ".join(read_corpus(demo_data_path("normal_text_train.jsonl"))).split()
-    passages = [" ".join(words[i:i + 60]) for i in range(0, len(words), 60)]
-    prompts = read_prompts(demo_data_path("benign_train.jsonl"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"prompt": p, "response": passages[i % len(passages)]}) + "\n"
-                            for i, p in enumerate(prompts)), encoding="utf-8")
-    return path
 
 
 def main() -> None:
@@ -56,8 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     out = Path(args.out)
-    common = [f"data.negatives={out / 'negatives.jsonl'}", f"train.max_steps={args.steps}",
-              f"data.normal.path={normal_pairs(out / 'normal_pairs.jsonl')}", *args.overrides]
+    common = [f"data.negatives={out / 'negatives.jsonl'}", f"train.max_steps={args.steps}", *args.overrides]
     base_config = UnlearnConfig.load(DEMO_CONFIG, common)
     model, tokenizer = load_configured_model(base_config)
     suite = demo_eval_suite()
@@ -67,18 +56,19 @@ def main() -> None:
     if not Path(base_config.data.negatives).is_file():
         generate_configured_negatives(base_config, model, tokenizer)
     for name in args.methods:
-        config = UnlearnConfig.load(DEMO_CONFIG, [*common, *METHODS[name], f"train.output_dir={out / name}"])
+        folder = out / name.replace(" ", "_")
+        config = UnlearnConfig.load(DEMO_CONFIG, [*common, *METHODS[name], f"train.output_dir={folder}"])
         started = time.perf_counter()
         # A fresh copy each time: LoRA is injected into the model it is given.
         unlearner = Unlearner(config, copy.deepcopy(model), tokenizer)
         unlearner.train()
         train_s = time.perf_counter() - started
         result = evaluate(unlearner.model, tokenizer, suite) | {"train_s": train_s}
-        (out / f"{name}.json").write_text(json.dumps(result))
+        folder.with_suffix(".json").write_text(json.dumps(result))
         log.info("%s: harmless %.3f over-refusal %.3f perplexity %.3f (train %.0f s)", name,
                  result["harmless_rate"], result["over_refusal_rate"], result["perplexity"], train_s)
-    results = {name: json.loads((out / f"{name}.json").read_text())
-               for name in ["before", *METHODS] if (out / f"{name}.json").is_file()}
+    results = {name: json.loads(path.read_text()) for name in ["before", *METHODS]
+               if (path := out / f"{name.replace(' ', '_')}.json").is_file()}
     print(table(results))
 
 

@@ -5,10 +5,11 @@
     result.stages  # {"original": {...}, "implanted": {...}, "unlearned": {...}}
 
 1. implant: LoRA fine-tune on token blocks of the text (descent NLL) until the model
-   reproduces it, with an NLL term on the retain text so that it memorises the text
-   without losing its general language (on SmolLM2 the text alone took held-out
-   perplexity from 43 to 476 in 100 steps); the adapters are then merged, so the
-   implanted model is a plain model.
+   reproduces it, with a retain term so that it memorises the text without losing its
+   general language: on SmolLM2 the text alone took held-out perplexity from 43 to 476 in
+   100 steps, and an NLL term on the (short) retain text still to 176, as the retain text
+   is memorised too; KL to the original model (the adapters disabled) is the default.
+   The adapters are then merged, so the implanted model is a plain model.
 2. unlearn: fresh LoRA adapters trained with gradient ascent (or NPO) on the same blocks
    plus a retain term (NLL or KL) on retain text. With the implant merged, the reference
    that NPO and KL read (the adapters disabled) is the implanted model, as it should be.
@@ -50,7 +51,8 @@ class CopyrightConfig:
     lora_target_modules: Sequence[str] | str | None = "all-linear"
     implant_steps: int = 200
     implant_lr: float = 1e-3
-    implant_retain_weight: float = 1.0  # NLL on the retain text while implanting (0: none)
+    implant_retain: str = "kl"  # retain term while implanting: "kl" (to the original), "nll" or "none"
+    implant_retain_weight: float = 1.0
     unlearn_steps: int = 30
     unlearn_lr: float = 2e-4
     objective: str = "ga"  # "ga" or "npo"
@@ -70,8 +72,8 @@ class CopyrightConfig:
                              f"got {self.prefix_length}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
-        if self.implant_retain_weight < 0:
-            raise ValueError(f"implant_retain_weight must be >= 0, got {self.implant_retain_weight}")
+        if self.implant_retain not in RETAIN_TERMS:
+            raise ValueError(f"implant_retain must be one of {RETAIN_TERMS}, got {self.implant_retain!r}")
         if self.implant_steps < 0 or self.unlearn_steps < 0:
             raise ValueError(f"steps must be non-negative, got implant_steps={self.implant_steps}, "
                              f"unlearn_steps={self.unlearn_steps}")
@@ -130,11 +132,10 @@ def run_copyright(
     record({"stage": "original", "step": 0, **result.stages["original"]})
 
     implanting = add_lora(model, _lora(config))
-    implant_terms = [Term("nll", ResponseNLL(), 1.0, "forget")]
-    if config.implant_retain_weight:
-        implant_terms.append(Term("retain_nll", ResponseNLL(), config.implant_retain_weight, "retain"))
+    implant_terms = [Term("nll", ResponseNLL(), 1.0, "forget"),
+                     *retain_terms(implanting, config.implant_retain, config.implant_retain_weight)]
     implant_batches = BatchSampler(forget, batch_size=config.batch_size, seed=config.seed,
-                                   retain=retain if config.implant_retain_weight else None)
+                                   retain=retain if config.implant_retain != "none" else None)
     _train(implanting, WeightedSum(implant_terms), implant_batches, config.implant_steps, config.implant_lr,
            "implant", config, measure, record)
     implanted = implanting.merge_and_unload()
@@ -155,15 +156,19 @@ def run_copyright(
 def unlearn_objective(model: PreTrainedModel, config: CopyrightConfig) -> WeightedSum:
     """Ascent (or NPO) on the forget blocks plus the retain term; the reference (for NPO
     and KL) is ``model`` with its LoRA adapters disabled."""
-    reference = ReferenceModel(CausalLMAdapter(model))
     forget_term = (Term("ga", GradientAscent(), 1.0, "forget") if config.objective == "ga"
-                   else Term("npo", NPO(reference, config.npo_beta), 1.0, "forget"))
-    terms = [forget_term]
-    if config.retain == "nll":
-        terms.append(Term("retain_nll", ResponseNLL(), config.retain_weight, "retain"))
-    elif config.retain == "kl":
-        terms.append(Term("retain_kl", RetainKL(reference), config.retain_weight, "retain"))
-    return WeightedSum(terms)
+                   else Term("npo", NPO(ReferenceModel(CausalLMAdapter(model)), config.npo_beta), 1.0, "forget"))
+    return WeightedSum([forget_term, *retain_terms(model, config.retain, config.retain_weight)])
+
+
+def retain_terms(model: PreTrainedModel, retain: str, weight: float) -> list[Term]:
+    """The retain term named ``retain`` (nll | kl | none) on the retain text; KL's reference
+    is ``model`` with its LoRA adapters disabled."""
+    if retain == "nll":
+        return [Term("retain_nll", ResponseNLL(), weight, "retain")]
+    if retain == "kl":
+        return [Term("retain_kl", RetainKL(ReferenceModel(CausalLMAdapter(model))), weight, "retain")]
+    return []
 
 
 def _lora(config: CopyrightConfig):

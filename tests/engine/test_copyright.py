@@ -49,15 +49,16 @@ def test_history_logs_training_and_leakage(ga_run):
     unlearn = [row for row in rows if row["stage"] == "unlearn"]
     assert len(implant) == 60 and len(unlearn) == 10
     assert "rouge_l" in implant[19] and "rouge_l" not in implant[18]
-    assert {"nll", "retain_nll", "loss"} <= implant[0].keys()
+    assert {"nll", "retain_kl", "loss"} <= implant[0].keys()
     assert {"ga", "retain_nll", "loss"} <= unlearn[0].keys()
 
 
-def test_implant_without_retain_term(tokenizer):
-    config = tiny_config(implant_steps=2, unlearn_steps=0, implant_retain_weight=0.0, max_windows=2)
-    implant = [row for row in run_copyright(tiny_llama(tokenizer), tokenizer, FORGET, RETAIN, config).history
-               if row["stage"] == "implant"]
-    assert {"nll", "loss"} == {key for key in implant[0] if "/" not in key} - {"stage", "step"}
+def test_implant_retain_options(tokenizer):
+    for retain, terms in (("none", {"nll"}), ("nll", {"nll", "retain_nll"})):
+        config = tiny_config(implant_steps=2, unlearn_steps=0, implant_retain=retain, max_windows=2)
+        implant = [row for row in run_copyright(tiny_llama(tokenizer), tokenizer, FORGET, RETAIN, config).history
+                   if row["stage"] == "implant"]
+        assert terms | {"loss"} == {key for key in implant[0] if "/" not in key} - {"stage", "step"}
 
 
 @pytest.mark.parametrize("objective, retain, terms", [("npo", "kl", {"npo", "retain_kl"}), ("ga", "none", {"ga"})])
@@ -75,7 +76,7 @@ def test_npo_and_retain_options(tokenizer, objective, retain, terms):
     ({"prefix_length": 16}, "prefix_length must lie in"),
     ({"batch_size": 0}, "batch_size must be positive"),
     ({"unlearn_steps": -1}, "steps must be non-negative"),
-    ({"implant_retain_weight": -1.0}, "implant_retain_weight must be >= 0"),
+    ({"implant_retain": "mse"}, "implant_retain must be one of"),
 ])
 def test_bad_config(overrides, message):
     with pytest.raises(ValueError, match=message):
