@@ -127,9 +127,14 @@ def linear_nll(
     x[..., H], labels[...] (ignore_index where not counted), weight[V, H] (may be tied to an
     embedding). "mean" divides by the sum of token weights over counted tokens (0, with zero
     gradients, when nothing is counted); "none" returns ``scale * w_t * nll_t`` shaped like
-    labels. The loss is fp32 whatever the input dtype. With ``return_token_logprobs`` also returns the detached fp32 log p(y_t) (0 where
-    ignored), shaped like labels.
+    labels. The loss is fp32 whatever the input dtype. With ``return_token_logprobs`` also
+    returns the detached fp32 log p(y_t) (0 where ignored), shaped like labels. Under
+    autocast, x, weight and bias are cast to the autocast dtype first, as F.linear's are.
     """
+    if torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
     _check_inputs(x, weight, labels, bias, token_weight, reduction)
     vocab, hidden = weight.shape
     _check_label_range(labels, vocab, ignore_index)

@@ -38,6 +38,14 @@ def test_each_objective_trains_and_exports_a_loadable_model(tmp_path, data, mode
     assert reloaded.generation_config is not None and (final / "tokenizer.json").is_file()
 
 
+@pytest.mark.parametrize("objective", ["ga_mismatch_kl", "npo"])
+def test_mixed_precision_on_plain_torch(tmp_path, data, model, tokenizer, objective):
+    """OPT's hidden states come out of autocast in bf16 while its tied head stays fp32."""
+    config = run_config(data, tmp_path / "run", objective, train__max_steps=2, train__precision="bf16")
+    Unlearner(config, model, tokenizer).train()
+    assert all(torch.isfinite(torch.tensor(row["loss"])) for row in metric_rows(tmp_path / "run"))
+
+
 def test_lora_merged_and_adapter_exports(tmp_path, data, tokenizer):
     inputs = tokenizer(["Tell me a story about a dragon."], return_tensors="pt")
     merged_config = run_config(data, tmp_path / "merged", "wpn", lora__enabled=True, lora__dropout=0.0,

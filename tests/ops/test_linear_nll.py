@@ -212,3 +212,22 @@ def test_no_host_synchronisation_on_cuda():
         linear_nll(x, weight, labels, scale=-1.0, chunk_size=64).backward()
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_follows_autocast_like_f_linear(device_backend, generator):
+    """bf16 hidden states against an fp32 head under autocast (OPT under mixed precision):
+    both run in bf16, as F.linear would, and the fp32 head gets its gradient in fp32."""
+    device, backend = device_backend
+    x, weight, bias, labels, _ = make_inputs(21, 16, 37, torch.float32, generator, with_weights=False)
+    x16 = x.to(device, torch.bfloat16).requires_grad_()
+    leaves = [t.to(device).requires_grad_() for t in (weight, bias)]
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        loss = linear_nll(x16, *leaves[:1], labels.to(device), leaves[1], chunk_size=8, backend=backend)
+    loss.backward()
+
+    ref = [t.detach().to(torch.bfloat16).float().requires_grad_() for t in (x16, *leaves)]
+    expected = reference_linear_nll(ref[0], ref[1], labels, ref[2])
+    expected.backward()
+    assert leaves[0].grad.dtype == torch.float32
+    for actual, wanted in zip((loss, x16.grad, *(t.grad for t in leaves)), (expected, *(t.grad for t in ref))):
+        assert_close(actual.float().cpu(), wanted, torch.bfloat16)
