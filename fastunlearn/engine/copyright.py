@@ -49,7 +49,7 @@ class CopyrightConfig:
     lora_rank: int = 16
     lora_alpha: float = 32
     lora_target_modules: Sequence[str] | str | None = "all-linear"
-    implant_steps: int = 200
+    implant_steps: int = 100
     implant_lr: float = 1e-3
     implant_retain: str = "kl"  # retain term while implanting: "kl" (to the original), "nll" or "none"
     implant_retain_weight: float = 1.0
