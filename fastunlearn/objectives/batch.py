@@ -238,12 +238,6 @@ class ContrastiveBatch:
     def num_prompts(self) -> int:
         return self.input_ids.shape[0] // self.num_candidates
 
-    def positives(self) -> SequenceBatch:
-        """The P sequences [prompt_p ; positive_p] (the first row of each group)."""
-        k = self.num_candidates
-        return SequenceBatch(self.input_ids[::k], self.attention_mask[::k], self.prompt_mask[::k],
-                             self.response_mask[::k])
-
     def to(self, device: torch.device | str) -> ContrastiveBatch:
         return _moved(self, device)
 

@@ -16,41 +16,45 @@ from fastunlearn.ops import linear_nll
 IGNORE_INDEX = -100
 
 
-def response_labels(batch: SequenceBatch) -> torch.Tensor:
+def response_labels(input_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
     """[B, T-1]: the next token where it belongs to the response, IGNORE_INDEX elsewhere."""
-    return batch.input_ids[:, 1:].long().masked_fill(~batch.response_mask[:, 1:], IGNORE_INDEX)
+    return input_ids[:, 1:].long().masked_fill(~response_mask[:, 1:], IGNORE_INDEX)
 
 
-def per_sequence_token_weights(batch: SequenceBatch) -> torch.Tensor:
+def per_sequence_token_weights(response_mask: torch.Tensor) -> torch.Tensor:
     """[B, T-1] weights on response targets that sum to 1/B in every sequence.
 
     Every sequence then counts equally, however long its response (Yao et al. average the
     token losses within each answer, then over answers).
     """
-    counted = batch.response_mask[:, 1:].float()
+    counted = response_mask[:, 1:].float()
     return counted / (counted.sum(dim=1, keepdim=True) * counted.shape[0])
 
 
 def mean_response_nll(
+    model: CausalLMAdapter, batch: SequenceBatch, scale: float, backend: str | None
+) -> torch.Tensor:
+    """scale * (1/B) sum_b mean_{t in response_b} -log p(y_t | y_<t)."""
+    hidden = model.hidden_states(batch.input_ids, batch.attention_mask)
+    return mean_response_nll_from_hidden(model, hidden, batch.input_ids, batch.response_mask, scale, backend)
+
+
+def mean_response_nll_from_hidden(
     model: CausalLMAdapter,
-    batch: SequenceBatch,
+    hidden: torch.Tensor,
+    input_ids: torch.Tensor,
+    response_mask: torch.Tensor,
     scale: float,
     backend: str | None,
-    hidden: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """scale * (1/B) sum_b mean_{t in response_b} -log p(y_t | y_<t).
-
-    ``hidden``: the batch's head-input hidden states when the caller already has them.
-    """
-    if hidden is None:
-        hidden = model.hidden_states(batch.input_ids, batch.attention_mask)
+    """mean_response_nll given the sequences' head-input hidden states [B, T, H]."""
     head = model.output_head()
     return linear_nll(
         hidden[:, :-1],
         head.weight,
-        response_labels(batch),
+        response_labels(input_ids, response_mask),
         head.bias,
-        token_weight=per_sequence_token_weights(batch),
+        token_weight=per_sequence_token_weights(response_mask),
         scale=scale,
         ignore_index=IGNORE_INDEX,
         reduction="sum",
@@ -67,7 +71,7 @@ def response_logprob(
     token_nll = linear_nll(
         hidden[:, :-1],
         head.weight,
-        response_labels(batch),
+        response_labels(batch.input_ids, batch.response_mask),
         head.bias,
         ignore_index=IGNORE_INDEX,
         reduction="none",

@@ -6,7 +6,7 @@ import torch
 
 from fastunlearn.models import CausalLMAdapter
 from fastunlearn.objectives.batch import ContrastiveBatch
-from fastunlearn.objectives.likelihood import mean_response_nll
+from fastunlearn.objectives.likelihood import mean_response_nll_from_hidden
 from fastunlearn.objectives.output import ObjectiveOutput
 from fastunlearn.ops import npair_loss, position_weighted_mean_pool
 from fastunlearn.ops.npair import SIMILARITIES
@@ -78,9 +78,12 @@ class WPN:
         )
         stats = self._stats(logits)
         if self.positive_nll_weight:
-            head_input = hidden[::k] if self.layer in (None, -1) else None
-            positive_nll = mean_response_nll(model, batch.positives(), self.positive_nll_weight,
-                                             self.backend, hidden=head_input)
+            # The positives are the first row of each group; their rows of this forward
+            # serve when it pooled the head input, else they need one of their own.
+            ids, attention, response = batch.input_ids[::k], batch.attention_mask[::k], batch.response_mask[::k]
+            head_input = hidden[::k] if self.layer in (None, -1) else model.hidden_states(ids, attention)
+            positive_nll = mean_response_nll_from_hidden(model, head_input, ids, response,
+                                                         self.positive_nll_weight, self.backend)
             loss = loss + positive_nll
             stats["positive_nll"] = positive_nll.detach() / self.positive_nll_weight
         return ObjectiveOutput(loss, stats)
