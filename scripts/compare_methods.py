@@ -37,6 +37,11 @@ METHODS = {
 log = logging.getLogger("compare")
 
 
+def run_folder(out: Path, method: str) -> Path:
+    """OUT/<method> (spaces as underscores); its evaluation is the same path + ".json"."""
+    return out / method.replace(" ", "_")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=20)
@@ -50,13 +55,13 @@ def main() -> None:
     base_config = UnlearnConfig.load(DEMO_CONFIG, common)
     model, tokenizer = load_configured_model(base_config)
     suite = demo_eval_suite()
-    before_path = out / "before.json"
+    before_path = run_folder(out, "before").with_suffix(".json")
     if not before_path.is_file():
         before_path.write_text(json.dumps(evaluate(model, tokenizer, suite)))
     if not Path(base_config.data.negatives).is_file():
         generate_configured_negatives(base_config, model, tokenizer)
     for name in args.methods:
-        folder = out / name.replace(" ", "_")
+        folder = run_folder(out, name)
         config = UnlearnConfig.load(DEMO_CONFIG, [*common, *METHODS[name], f"train.output_dir={folder}"])
         started = time.perf_counter()
         # A fresh copy each time: LoRA is injected into the model it is given.
@@ -68,7 +73,7 @@ def main() -> None:
         log.info("%s: harmless %.3f over-refusal %.3f perplexity %.3f (train %.0f s)", name,
                  result["harmless_rate"], result["over_refusal_rate"], result["perplexity"], train_s)
     results = {name: json.loads(path.read_text()) for name in ["before", *METHODS]
-               if (path := out / f"{name.replace(' ', '_')}.json").is_file()}
+               if (path := run_folder(out, name).with_suffix(".json")).is_file()}
     print(table(results))
 
 
