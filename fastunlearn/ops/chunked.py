@@ -15,6 +15,12 @@ import torch
 #   -> nll[C] f32
 ChunkKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
+LOGITS_BUDGET = 1 << 24  # elements of the one [chunk, V] buffer (64 MiB in fp32)
+
+
+def default_chunk_size(n_tokens: int, vocab: int) -> int:
+    return max(1, min(n_tokens, LOGITS_BUDGET // max(vocab, 1)))
+
 
 def chunked_linear_nll(x, weight, bias, labels, coef, chunk_size, needs_grad, chunk_kernel: ChunkKernel):
     n_tokens = x.shape[0]

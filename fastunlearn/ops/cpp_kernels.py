@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 import fastunlearn._C  # noqa: F401  (importing registers torch.ops.fastunlearn)
+from fastunlearn.ops.chunked import default_chunk_size  # noqa: F401  (contract)
 
 _ops = torch.ops.fastunlearn
 

@@ -16,7 +16,6 @@ from fastunlearn.ops.backend import kernels, select_backend
 from fastunlearn.ops.validation import check_same_device, check_shape, check_tensor
 
 REDUCTIONS = ("mean", "sum", "none")
-LOGITS_BUDGET = 1 << 24  # elements of the one [chunk, V] buffer (64 MiB in fp32)
 
 
 def reference_linear_nll(x, weight, labels, bias=None, token_weight=None, scale=1.0,
@@ -35,10 +34,6 @@ def reference_linear_nll(x, weight, labels, bias=None, token_weight=None, scale=
         return total
     denominator = w.sum()
     return total / torch.where(denominator != 0, denominator, torch.ones_like(denominator))
-
-
-def default_chunk_size(n_tokens: int, vocab: int) -> int:
-    return max(1, min(n_tokens, LOGITS_BUDGET // max(vocab, 1)))
 
 
 class LinearNLLFunction(torch.autograd.Function):
@@ -150,10 +145,11 @@ def linear_nll(
     if reduction == "mean":
         denominator = w.sum()
         coef = coef / torch.where(denominator != 0, denominator, torch.ones_like(denominator))
-    chunk = chunk_size or default_chunk_size(x2.shape[0], vocab)
+    backend = select_backend(x.device, backend)
+    chunk = chunk_size or kernels(backend).default_chunk_size(x2.shape[0], vocab)
     loss, nll = LinearNLLFunction.apply(
         x2, weight.contiguous(), None if bias is None else bias.contiguous(), kernel_labels,
-        coef.contiguous(), reduction, chunk, select_backend(x.device, backend),
+        coef.contiguous(), reduction, chunk, backend,
     )
     if reduction == "none":
         loss = loss.reshape(out_shape)

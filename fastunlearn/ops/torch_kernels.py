@@ -24,13 +24,14 @@ linear_nll_fused(x[N,H], weight[V,H], bias[V]|None, labels[N] i64, coef[N] f32,
     needs_grad = (for x, for weight, for bias): each requested gradient of
     L = sum_t coef[t] * nll[t] comes back in the dtype of its input, the others as None
     (bias grad None when bias is None). Never holds more than chunk_size x V logits.
+default_chunk_size(n_tokens, vocab) -> the chunk_size linear_nll passes when none is given.
 """
 
 from __future__ import annotations
 
 import torch
 
-from fastunlearn.ops.chunked import chunked_linear_nll
+from fastunlearn.ops.chunked import chunked_linear_nll, default_chunk_size  # noqa: F401  (contract)
 
 
 def pool_forward(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

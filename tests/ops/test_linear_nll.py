@@ -226,7 +226,7 @@ def test_follows_autocast_like_f_linear(device_backend, generator):
     loss.backward()
 
     ref = [t.detach().to(torch.bfloat16).float().requires_grad_() for t in (x16, *leaves)]
-    expected = reference_linear_nll(ref[0], ref[1], labels, ref[2])
+    expected = reference_linear_nll(ref[0], ref[1], labels.to(device), ref[2])
     expected.backward()
     assert leaves[0].grad.dtype == torch.float32
     for actual, wanted in zip((loss, x16.grad, *(t.grad for t in leaves)), (expected, *(t.grad for t in ref))):

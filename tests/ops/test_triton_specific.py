@@ -83,25 +83,40 @@ def test_npair_blocks_and_clamped_norms(device, shape, cosine, tiny_norms):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_nll_chunk_multi_block_vocab(device, dtype):
-    vocab = 16384 + 77  # two V blocks, the second partial
-    logits = (torch.randn(4, vocab, device=device) * 4).to(dtype)
-    logits[2, :16400] = float("-inf")  # a masked vocabulary prefix covering the whole first block
-    labels = torch.tensor([3, -1, 16430, vocab - 1], device=device)
-    coef = torch.rand(4, device=device)
-    kernels = importlib.import_module("fastunlearn.ops.triton_kernels.linear_nll")
-    got = logits.clone()
-    nll = kernels.nll_chunk(got, labels, coef)
-    expected = logits.float().clone()
-    ref_nll = torch_kernels.nll_chunk(expected, labels, coef)
-    close(nll, ref_nll)
-    close(got, expected, tol=1e-5 if dtype == torch.float32 else 1e-2)
-    close(kernels.nll_chunk(logits.clone(), labels, None), ref_nll)
+@pytest.mark.parametrize(
+    "budget", [None, 1024], ids=["one-vocab-block-of-row-blocks", "vocab-blocks-of-256"]
+)
+def test_linear_nll_vocab_blocks(device, dtype, budget, monkeypatch):
+    """Token chunks of 2 (grad_weight accumulated over chunks), a vocabulary swept in one block
+    of five 4096-wide row blocks or in 65 blocks of 256, and a bias of -inf over whole blocks
+    (a masked vocabulary prefix: the running max starts at -inf)."""
+    linear_nll_module = importlib.import_module("fastunlearn.ops.triton_kernels.linear_nll")
+    if budget is not None:
+        monkeypatch.setattr(linear_nll_module, "BLOCK_BUDGET", budget)
+    vocab, hidden, masked = 16384 + 77, 8, 8000
+    x = torch.randn(5, hidden, device=device).to(dtype)
+    weight = (torch.randn(vocab, hidden, device=device) * 2).to(dtype)
+    bias = torch.randn(vocab, device=device)
+    bias[:masked] = float("-inf")
+    bias = bias.to(dtype)
+    labels = torch.tensor([8003, -1, vocab - 1, masked, 12000], device=device)
+    coef = torch.rand(5, device=device)
+    got = linear_nll_module.linear_nll_fused(x, weight, bias, labels, coef, 2, (True, True, True))
+    expected = torch_kernels.linear_nll_fused(
+        x.float(), weight.float(), bias.float(), labels, coef, 2, (True, True, True)
+    )
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    for name, actual, wanted in zip(("nll", "grad_x", "grad_w", "grad_b"), got, expected):
+        assert actual.isfinite().all(), name
+        close(actual, wanted, tol=tol)
 
 
-def test_nll_chunk_all_rows_ignored(device):
-    logits = torch.randn(3, 101, device=device)
+def test_linear_nll_all_rows_ignored(device):
+    x = torch.randn(3, 8, device=device)
+    weight = torch.randn(101, 8, device=device)
     labels = torch.full((3,), -1, device=device)
-    kernels = importlib.import_module("fastunlearn.ops.triton_kernels.linear_nll")
-    nll = kernels.nll_chunk(logits, labels, torch.ones(3, device=device))
-    assert nll.abs().max().item() == 0 and logits.abs().max().item() == 0
+    kernels = triton_kernels()
+    got = kernels.linear_nll_fused(x, weight, None, labels, torch.zeros(3, device=device), 2,
+                                   (True, True, False))
+    for tensor in got[:3]:
+        assert tensor.abs().max().item() == 0
