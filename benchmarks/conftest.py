@@ -45,6 +45,7 @@ def _mode_settings(mode: str) -> ModeSettings:
                 "pooling_shape": [dict(batch=4, seq=32, dim=64)],
                 "npair_shape": [dict(batch=4, cands=5, dim=64)],
                 "linear_nll_shape": [dict(tokens=256, hidden=64, vocab=1024)],
+                "ascent_shape": [dict(tokens=256, hidden=64, vocab=1024)],
                 "matmul_shape": [dict(size=256, dtype="float32"), dict(size=256, dtype="bfloat16")],
                 "copy_shape": [dict(mebibytes=4)],
                 "step_shape": [
@@ -65,6 +66,7 @@ def _mode_settings(mode: str) -> ModeSettings:
                 "pooling_shape": [dict(batch=40, seq=256, dim=576)],
                 "npair_shape": [dict(batch=8, cands=5, dim=576)],
                 "linear_nll_shape": [dict(tokens=2048, hidden=576, vocab=49152)],
+                "ascent_shape": [dict(tokens=2048, hidden=576, vocab=49152)],
                 # fp32 only: the ops run in fp32 here, and a CPU without native bf16 takes
                 # minutes for one 2048^3 bf16 product.
                 "matmul_shape": [dict(size=2048, dtype="float32")],
@@ -84,18 +86,22 @@ def _mode_settings(mode: str) -> ModeSettings:
             min_round_seconds=0.01,
             torch_compile=True,
             sizes={
-                "pooling_shape": [dict(batch=40, seq=512, dim=h) for h in OPT_HEADS],
+                # 64 sequences of 1024 tokens: 96-512 MiB of hidden states, enough to time the
+                # device's bandwidth rather than the launches.
+                "pooling_shape": [dict(batch=64, seq=1024, dim=h) for h in OPT_HEADS],
                 "npair_shape": [dict(batch=64, cands=5, dim=h) for h in OPT_HEADS],
                 "linear_nll_shape": [
                     dict(tokens=n, hidden=h, vocab=OPT_VOCAB)
                     for h in OPT_HEADS
-                    for n in (1024, 4096, 16384, 32768)
+                    for n in (1024, 4096, 8192, 16384, 32768)
                 ],
+                # Ascent runs the same kernels with the sign folded in: one size shows it is free.
+                "ascent_shape": [dict(tokens=8192, hidden=2048, vocab=OPT_VOCAB)],
                 "matmul_shape": [dict(size=8192, dtype="bfloat16")],
                 "copy_shape": [dict(mebibytes=1024)],
                 "step_shape": [
                     dict(model=name, prompts=4, negatives=4, prompt_len=64, response_len=192)
-                    for name in ("opt-125m", "opt-1.3b")
+                    for name in ("opt-125m", "opt-1.3b", "opt-2.7b")
                 ],
             },
         )

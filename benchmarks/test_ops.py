@@ -40,12 +40,10 @@ def test_linear_nll(benchmark, settings, peak_memory, impl, linear_nll_shape):
 
 @pytest.mark.benchmark(group="linear_nll ascent fwd+bwd")
 @pytest.mark.parametrize("impl", LINEAR_NLL_IMPLS)
-def test_linear_nll_ascent(benchmark, settings, peak_memory, impl, linear_nll_shape):
+def test_linear_nll_ascent(benchmark, settings, peak_memory, impl, ascent_shape):
     case = Case(
         "linear_nll",
-        dict(
-            impl=impl, device=settings.device, dtype=settings.dtype, **linear_nll_shape, scale=-1.0
-        ),
+        dict(impl=impl, device=settings.device, dtype=settings.dtype, **ascent_shape, scale=-1.0),
     )
     run_case(benchmark, settings, case, peak_memory)
 

@@ -48,7 +48,9 @@ class LinearNLLFunction(torch.autograd.Function):
             ctx.save_for_backward(x, weight, bias, labels, coef)
             loss = per_token
         else:
-            ctx.save_for_backward(grad_x, grad_w, grad_b)
+            # Kept on ctx rather than saved: backward scales them in place, so the [V, H] weight
+            # gradient never exists twice (save_for_backward would forbid the in-place scale).
+            ctx.grads = (grad_x, grad_w, grad_b)
             loss = per_token.sum()
         ctx.mark_non_differentiable(nll)
         return loss, nll
@@ -62,11 +64,17 @@ class LinearNLLFunction(torch.autograd.Function):
                 x, weight, bias, labels, recompute_coef, ctx.chunk_size, tuple(ctx.needs_input_grad[:3])
             )
         else:
-            grad_x, grad_w, grad_b = ctx.saved_tensors
+            if ctx.grads is None:
+                raise RuntimeError(
+                    "linear_nll's gradients were computed in forward and handed out by a first "
+                    "backward; to backpropagate again, compute the loss again"
+                )
+            grad_x, grad_w, grad_b = ctx.grads
+            ctx.grads = None
             # Multiplying by the incoming scalar tensor keeps the device free of host syncs.
-            grad_x = grad_x * grad_loss.to(grad_x.dtype) if grad_x is not None else None
-            grad_w = grad_w * grad_loss.to(grad_w.dtype) if grad_w is not None else None
-            grad_b = grad_b * grad_loss.to(grad_b.dtype) if grad_b is not None else None
+            for grad in (grad_x, grad_w, grad_b):
+                if grad is not None:
+                    grad.mul_(grad_loss.to(grad.dtype))
         return grad_x, grad_w, grad_b, None, None, None, None, None
 
 

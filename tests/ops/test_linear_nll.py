@@ -214,6 +214,16 @@ def test_no_host_synchronisation_on_cuda():
         torch.cuda.set_sync_debug_mode("default")
 
 
+def test_second_backward_is_refused_with_a_reason(device_backend):
+    device, backend = device_backend
+    x = torch.randn(6, 8, device=device, requires_grad=True)
+    weight = torch.randn(11, 8, device=device, requires_grad=True)
+    loss = linear_nll(x, weight, torch.randint(0, 11, (6,), device=device), backend=backend)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="compute the loss again"):
+        loss.backward()
+
+
 def test_follows_autocast_like_f_linear(device_backend, generator):
     """bf16 hidden states against an fp32 head under autocast (OPT under mixed precision):
     both run in bf16, as F.linear would, and the fp32 head gets its gradient in fp32."""

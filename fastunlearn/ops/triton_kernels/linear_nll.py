@@ -10,7 +10,7 @@ Against the one-pass loop of the torch backend (``chunked.py``) this costs 2NHV 
 never a chunk of a few hundred tokens), grad_weight is written in the weight's dtype straight
 from an fp32 cuBLAS accumulation (no fp32 [V, H] buffer, no extra pass over it per chunk), and
 the working memory is a [C, Vb] block plus the [C, H] accumulator. grad_weight is rounded to
-the weight's dtype once per token chunk; with the default chunk that is once up to 4096 tokens.
+the weight's dtype once per token chunk of 2048 (the default).
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ import torch
 import triton
 import triton.language as tl
 
-DEFAULT_TOKEN_CHUNK = 4096
-BLOCK_BUDGET = 1 << 23  # elements of the one [chunk, vocab block] logits buffer (16 MiB in bf16)
+# Measured on an H100 at H=2048, V=50272, 4K-32K bf16 tokens (benchmarks/RESULTS.md): chunks of
+# 2048 tokens and blocks of 8192 columns were as fast as any larger choice, at the least memory.
+DEFAULT_TOKEN_CHUNK = 2048
+BLOCK_BUDGET = 1 << 24  # elements of the one [chunk, vocab block] logits buffer (32 MiB in bf16)
 _MIN_VOCAB_BLOCK = 256  # narrower blocks make the matmuls launch-bound
 _MAX_ROW_BLOCK = 4096  # columns a program holds at once
 
