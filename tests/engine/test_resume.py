@@ -43,7 +43,7 @@ def test_a_killed_run_resumes_exactly(tmp_path, data):
     model_dir = save_tiny_model(tmp_path / "model")
     config_path = write_config(tmp_path, data, model_dir)
     killed = tmp_path / "killed"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(ROOT),
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(cli(config_path, killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
