@@ -1,11 +1,12 @@
 """Markdown tables from a pytest-benchmark JSON file.
 
     pytest benchmarks --benchmark-only --benchmark-json=results.json
-    python benchmarks/report.py results.json > table.md
+    python benchmarks/report.py results.json [more.json ...] > table.md
 
 One table per benchmark group (one thing at one size): mean time and the rates the harness
-recorded, as a share of the measured hardware rates of the same run where there are some
-(matmul FLOP/s of the same dtype, copy bytes/s), and peak memory. Under each table, every
+recorded, as a share of the measured hardware rates where there are some (matmul FLOP/s of the
+same dtype, copy bytes/s, from any of the files: a suite split over several runs on one machine
+shares them), and peak memory. Under each table, every
 fastunlearn implementation's time and peak memory divided by each peer's (below 1: less;
 memory only where both peaks reach 1 MiB).
 """
@@ -134,21 +135,25 @@ def _order(bench: dict) -> tuple[int, str]:
     return (0 if _label(bench).startswith(OURS_PREFIX) else 1, _label(bench))
 
 
-def render(results: dict) -> str:
-    benchmarks = [b for b in results["benchmarks"] if b.get("stats")]
+def _run_header(results: dict) -> str:
     machine = results.get("machine_info", {})
     fastunlearn = machine.get("fastunlearn", {})
     commit = results.get("commit_info", {})
     cpu = machine.get("cpu", {}).get("brand_raw", "?")
     dirty = " (dirty)" if commit.get("dirty") else ""
-    header = (
+    return (
         f"Run {results.get('datetime', '?')} | commit {commit.get('id', '?')[:12]}{dirty} | "
         f"mode {fastunlearn.get('mode', '?')} | device {fastunlearn.get('device', '?')} | "
         f"CPU {cpu} | torch {fastunlearn.get('torch', '?')}, "
         f"{fastunlearn.get('torch_threads', '?')} threads | load average (1/5/15 min) "
         f"{_load(fastunlearn, 'start')} at start, {_load(fastunlearn, 'end')} at end"
     )
-    lines = [header]
+
+
+def render(*runs: dict) -> str:
+    """Tables for one or more result files; a line per file says where and when it ran."""
+    benchmarks = [b for results in runs for b in results["benchmarks"] if b.get("stats")]
+    lines = [_run_header(results) for results in runs]
     matmul, copy = hardware_rates(benchmarks)
     groups: dict[str, list[dict]] = {}
     for bench in benchmarks:
@@ -170,10 +175,13 @@ def render(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", help="file written by pytest --benchmark-json")
+    parser.add_argument("results", nargs="+", help="files written by pytest --benchmark-json")
     args = parser.parse_args(argv)
-    with open(args.results) as handle:
-        sys.stdout.write(render(json.load(handle)))
+    runs = []
+    for path in args.results:
+        with open(path) as handle:
+            runs.append(json.load(handle))
+    sys.stdout.write(render(*runs))
 
 
 if __name__ == "__main__":
