@@ -92,15 +92,6 @@ def load_configured_model_config(config: UnlearnConfig) -> PretrainedConfig:
     return AutoConfig.from_pretrained(source, **options)
 
 
-class ShardedReference(ReferenceModel):
-    """ZeRO-3 without LoRA: the original model loaded a second time, sharded, and used as
-    it is (deep-copying a sharded model would copy this rank's shards only)."""
-
-    def __init__(self, frozen: PreTrainedModel):
-        self.shares_weights = False
-        self.adapter = CausalLMAdapter(frozen.eval().requires_grad_(False))
-
-
 class Unlearner:
     """Runs ``config`` on ``model`` and ``tokenizer`` (default: loaded as config.model says).
 
@@ -182,7 +173,9 @@ class Unlearner:
             if not loaded_here:
                 raise ValueError("the model passed in is already sharded (zero.Init), so no frozen copy can be "
                                  "taken for the reference; pass it unsharded, or let the Unlearner load it")
-            reference = ShardedReference(load_configured_model(self.config)[0])
+            # The original model loaded a second time, sharded like the trained one.
+            second_copy = CausalLMAdapter(load_configured_model(self.config)[0])
+            reference = ReferenceModel(second_copy, copy_weights=False)
         else:
             reference = ReferenceModel(adapter)
         if deepspeed_config is not None:

@@ -33,13 +33,17 @@ def evaluation_mode(module: nn.Module) -> Iterator[None]:
 class ReferenceModel:
     """No-gradient, deterministic (eval mode) hidden states and head of the original model."""
 
-    def __init__(self, adapter: CausalLMAdapter):
+    def __init__(self, adapter: CausalLMAdapter, *, copy_weights: bool = True):
+        """``adapter`` wraps the model about to be trained. With LoRA the reference shares it
+        (adapters disabled while it runs); without, it holds a frozen deep copy, or with
+        ``copy_weights=False`` freezes and holds the given model itself: a second copy the
+        caller loaded (under ZeRO-3, where a deep copy would copy this rank's shards only)."""
         self.shares_weights = adapter.is_peft
         if self.shares_weights:
             self.adapter = adapter
         else:
-            frozen = copy.deepcopy(adapter.model).eval().requires_grad_(False)
-            self.adapter = CausalLMAdapter(frozen)
+            model = copy.deepcopy(adapter.model) if copy_weights else adapter.model
+            self.adapter = CausalLMAdapter(model.eval().requires_grad_(False))
 
     def _original_weights(self) -> contextlib.AbstractContextManager:
         return (
