@@ -127,13 +127,15 @@ def linear_nll_fused(x, weight, bias, labels, coef, chunk_size, needs_grad):
     grad_x32 = None
     if need_x and x.dtype != torch.float32:
         grad_x32 = torch.empty(min(chunk_size, n_tokens), hidden, dtype=torch.float32, device=x.device)
+    # Per-token running max, sum of exp(logit - max) and label logit, set up once for all chunks.
+    all_max = torch.full((n_tokens,), float("-inf"), dtype=torch.float32, device=x.device)
+    all_sum = torch.zeros(n_tokens, dtype=torch.float32, device=x.device)
+    all_target = torch.zeros(n_tokens, dtype=torch.float32, device=x.device)
     for start in range(0, n_tokens, chunk_size):
         stop = min(start + chunk_size, n_tokens)
         rows = stop - start
         x_chunk, chunk_labels = x[start:stop], labels[start:stop]
-        running_max = torch.full((rows,), float("-inf"), dtype=torch.float32, device=x.device)
-        running_sum = torch.zeros(rows, dtype=torch.float32, device=x.device)
-        target = torch.zeros(rows, dtype=torch.float32, device=x.device)
+        running_max, running_sum, target = all_max[start:stop], all_sum[start:stop], all_target[start:stop]
         for v0 in range(0, vocab, block_v):
             v1 = min(v0 + block_v, vocab)
             logits = _block_logits(x_chunk, weight, bias, v0, v1, buffer)
