@@ -12,11 +12,13 @@ Under the DeepSpeed launcher: ``deepspeed --num_gpus 8 --module fastunlearn unle
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from fastunlearn.engine import CheckpointMismatchError, ConfigError, UnlearnConfig
+from fastunlearn.engine.config import JUDGES
 from fastunlearn.engine.copyright import RETAIN_TERMS, UNLEARN_OBJECTIVES, CopyrightConfig
 
 # Bad input the user can fix: reported in one line, without a traceback.
@@ -57,8 +59,10 @@ def run_demo(args: argparse.Namespace) -> int:
     from fastunlearn.demo import DEMO_CONFIG, demo_eval_suite, run_demo
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    config = UnlearnConfig.load(args.config or DEMO_CONFIG, args.overrides)
-    result = run_demo(config, demo_eval_suite(args.max_new_tokens, args.adversarial))
+    overrides = [*args.overrides] + ([f"evaluation.max_new_tokens={args.max_new_tokens}"]
+                                     if args.max_new_tokens is not None else [])
+    config = UnlearnConfig.load(args.config or DEMO_CONFIG, overrides)
+    result = run_demo(config, demo_eval_suite(config.evaluation, args.adversarial))
     print(result["report"]["markdown"].read_text(encoding="utf-8").split("\n## ")[0])
     print(f"report and plots in {config.train.output_dir}; unlearned model in {result['final']}; "
           f"wall time {result['timings']['total']:.0f} s")
@@ -69,23 +73,37 @@ def run_eval(args: argparse.Namespace) -> int:
     import json
 
     from fastunlearn.data import read_corpus, read_prompts
-    from fastunlearn.eval import EvalSuite, demo_data_path, evaluate
+    from fastunlearn.eval import EvalSuite, build_judge, demo_data_path, evaluate
     from fastunlearn.models import load_default_model, load_model
 
+    if args.output:
+        _check_writable(Path(args.output))
     suite = EvalSuite(
         harmful_prompts=read_prompts(args.harmful or demo_data_path("harmful_eval.jsonl")),
         benign_prompts=read_prompts(args.benign or demo_data_path("benign_eval.jsonl")),
         heldout_texts=read_corpus(args.text or demo_data_path("normal_text_eval.jsonl")),
+        ood_prompts=read_prompts(args.ood or demo_data_path("harmful_ood.jsonl")) if args.ood != "none" else (),
+        judge=build_judge(args.judge, args.judge_model, args.judge_template, args.harmful_label),
         max_new_tokens=args.max_new_tokens, lm_eval_tasks=(),
         **({} if args.adversarial else {"adversarial_templates": {}}),
     )
     model, tokenizer = load_default_model() if args.model == "default" else load_model(args.model)
     result = evaluate(model, tokenizer, suite)
-    summary = {key: result[key] for key in ("judge", "harmless_rate", "over_refusal_rate", "perplexity", "robustness")}
+    summary = {key: result[key] for key in ("judge", "harmless_rate", "over_refusal_rate", "perplexity", "robustness",
+                                            "classes")}
     print(json.dumps(summary, indent=2))
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before the work, not after it, when a result file cannot be written."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
+    if path.is_dir() or not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"cannot write {path}: not a writable file location")
 
 
 def run_copyright(args: argparse.Namespace) -> int:
@@ -134,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", default=None, help="run config (default: configs/demo.yaml)")
     demo.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                       help="override a config value, e.g. --set train.max_steps=10")
-    demo.add_argument("--max-new-tokens", type=int, default=32, help="greedy tokens per evaluation response")
+    demo.add_argument("--max-new-tokens", type=int, help="greedy tokens per evaluation response "
+                      "(default: the config's evaluation.max_new_tokens)")
     demo.add_argument("--adversarial", action="store_true", help="also evaluate the adversarial prompt sets")
     demo.set_defaults(handler=run_demo)
 
@@ -142,8 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--model", required=True, help='model folder (from_pretrained) or "default"')
     evaluation.add_argument("--harmful", help="harmful prompts (default: the demo's held-out set)")
     evaluation.add_argument("--benign", help="benign prompts (default: the demo's held-out set)")
+    evaluation.add_argument("--ood", help='out-of-distribution harmful prompts (default: the demo\'s; "none": skip)')
     evaluation.add_argument("--text", help="normal text for perplexity (default: the demo's held-out text)")
     evaluation.add_argument("--max-new-tokens", type=int, default=32, help="greedy tokens per response")
+    evaluation.add_argument("--judge", choices=JUDGES, default="rules",
+                            help="who decides harmless rates (response classes always come from the rules)")
+    evaluation.add_argument("--judge-model", help='generative: a local causal LM folder or "default"; '
+                            "classifier: a local sequence-classification folder")
+    evaluation.add_argument("--judge-template", help="generative judge: a text file with {prompt} and {response}")
+    evaluation.add_argument("--harmful-label", nargs="+", default=["harmful"],
+                            help="classifier judge: the label name(s) that mean harmful")
     evaluation.add_argument("--adversarial", action="store_true", help="also evaluate the adversarial prompt sets")
     evaluation.add_argument("--output", help="write the full result (every response) to this JSON file")
     evaluation.set_defaults(handler=run_eval)

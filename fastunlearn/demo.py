@@ -17,20 +17,26 @@ from fastunlearn.engine import UnlearnConfig, Unlearner, list_checkpoints
 from fastunlearn.engine.generation import generate_configured_negatives
 from fastunlearn.engine.metrics import METRICS_FILE
 from fastunlearn.engine.unlearner import load_configured_model
-from fastunlearn.eval import EvalSuite, demo_suite, evaluate, write_report
+from fastunlearn.engine.config import EvaluationConfig
+from fastunlearn.eval import EvalSuite, build_judge, demo_suite, evaluate, write_report
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
 log = logging.getLogger("fastunlearn.demo")
 
 
-def demo_eval_suite(max_new_tokens: int = 32, adversarial: bool = False) -> EvalSuite:
-    """The held-out demo suite at CPU-friendly settings: no lm-eval benchmarks, and the
+def demo_eval_suite(evaluation: EvaluationConfig | None = None, adversarial: bool = False) -> EvalSuite:
+    """The held-out demo suite at CPU-friendly settings: the judge and generation length of
+    `evaluation`, at most evaluation.prompts_per_set prompts of each set (evenly spaced
+    through each file, so every category keeps its share), no lm-eval benchmarks, and the
     adversarial templates only on request (they multiply generation time by five)."""
-    settings = {"max_new_tokens": max_new_tokens, "lm_eval_tasks": ()}
+    evaluation = evaluation or EvaluationConfig()
+    settings = {"max_new_tokens": evaluation.max_new_tokens, "lm_eval_tasks": (),
+                "judge": build_judge(evaluation.judge, evaluation.judge_model, evaluation.judge_template,
+                                     evaluation.harmful_labels)}
     if not adversarial:
         settings["adversarial_templates"] = {}
-    return demo_suite(**settings)
+    return demo_suite(limit=evaluation.prompts_per_set, **settings)
 
 
 def run_demo(config: UnlearnConfig, suite: EvalSuite | None = None) -> dict:

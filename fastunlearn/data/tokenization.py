@@ -2,7 +2,9 @@
 
 A pair is written with the tokenizer's chat template when it has one (user turn = prompt,
 assistant turn = response), else with the plain template
-"### Question: {prompt}\\n### Answer: {response}" followed by EOS.
+"### Question: {prompt}\\n### Answer: {response}" followed by EOS. The response span always
+ends with the token that stops generation (the chat template's end-of-turn marker, or EOS),
+so that every objective on responses also teaches where an answer ends.
 
 Spans are found on the text and carried over to tokens: the tokens of the text up to a
 span boundary must be a prefix of the tokens of the whole text, which holds for BPE at a
@@ -34,10 +36,10 @@ class TokenizedExample:
     say whether token t is in the span. For a pair both spans are non-empty and contiguous.
     The prompt span starts at token 0: BOS and any system preamble of the chat template
     included, through the generation prompt ("### Answer:" in the plain template). The
-    response span follows: the response's tokens, with the plain template also the space
-    before them and the EOS after. Tokens in neither span (a chat template's end-of-turn
-    marker after the response) are still part of the input. A text block (`token_blocks`)
-    is all response and no prompt.
+    response span follows: the response's tokens, then the chat template's end-of-turn
+    marker (or, with the plain template, the space before them and the EOS after). Tokens
+    in neither span (the newline after a chat turn) are still part of the input. A text
+    block (`token_blocks`) is all response and no prompt.
     """
 
     input_ids: list[int]
@@ -84,16 +86,17 @@ def tokenize_pair(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str
     if not response.strip():
         raise ValueError("the response is empty")
     chat = bool(getattr(tokenizer, "chat_template", None))
-    text, char_boundaries = (
-        _render_chat(tokenizer, prompt, response) if chat else _render_plain(prompt, response)
+    text, char_boundaries, ends_turn = (
+        _render_chat(tokenizer, prompt, response) if chat else (*_render_plain(prompt, response), False)
     )
     # A chat template writes its own special tokens (BOS included); the plain template gets
     # the ones the tokenizer adds by default (OPT's and Llama's BOS).
     input_ids, (prompt_end, response_start, response_end) = _token_boundaries(
         tokenizer, text, char_boundaries, add_special_tokens=not chat
     )
-    if not chat and tokenizer.eos_token_id is not None:
-        # The plain template has no end-of-turn marker: EOS is where the answer stops.
+    if not ends_turn and tokenizer.eos_token_id is not None:
+        # No end-of-turn marker after the response (the plain template, or a chat template
+        # that writes none): EOS is where the answer stops.
         input_ids.insert(response_end, tokenizer.eos_token_id)
         response_end += 1
     # Possible when a token merges the whole prompt with the response's first characters.
@@ -198,8 +201,9 @@ def _render_plain(prompt: str, response: str) -> tuple[str, tuple[int, int, int]
 
 def _render_chat(
     tokenizer: PreTrainedTokenizerBase, prompt: str, response: str
-) -> tuple[str, tuple[int, int, int]]:
-    """The text and its character boundaries: prompt end, response start, response end."""
+) -> tuple[str, tuple[int, int, int], bool]:
+    """The text, its character boundaries (prompt end, response start, response end) and
+    whether the response span ends with the template's end-of-turn marker."""
     user_turn = {"role": "user", "content": prompt}
     prompt_text = tokenizer.apply_chat_template([user_turn], tokenize=False, add_generation_prompt=True)
     text = tokenizer.apply_chat_template(
@@ -220,7 +224,19 @@ def _render_chat(
     # BPE merges it into the first content token; anything else (a template's empty
     # reasoning block, say) stays outside both spans.
     response_start = prompt_end if not text[prompt_end:content_start].strip() else content_start
-    return text, (prompt_end, response_start, content_start + len(content))
+    content_end = content_start + len(content)
+    end_of_turn = _end_of_turn_length(tokenizer, text[content_end:])
+    return text, (prompt_end, response_start, content_end + end_of_turn), end_of_turn > 0
+
+
+def _end_of_turn_length(tokenizer: PreTrainedTokenizerBase, after_content: str) -> int:
+    """Characters from the end of the response content through the template's end-of-turn
+    marker (whitespace, then a special token such as SmolLM2's <|im_end|>), 0 when the
+    template writes none there. The marker is what the model emits to stop: a response span
+    without it teaches a refusal's words but not to end after them."""
+    stripped = after_content.lstrip()
+    markers = [token for token in tokenizer.all_special_tokens if token and stripped.startswith(token)]
+    return len(after_content) - len(stripped) + max(map(len, markers)) if markers else 0
 
 
 def _token_boundaries(

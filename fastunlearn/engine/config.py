@@ -21,6 +21,7 @@ FORGET_FORMATS = ("pku_saferlhf", "pairs", "prompts", "corpus")
 RETAIN_FORMATS = ("pairs", "truthfulqa", "corpus")
 NORMAL_FORMATS = ("pairs", "truthfulqa")
 LORA_EXPORTS = ("merged", "adapter")
+JUDGES = ("rules", "generative", "classifier")
 
 
 def _require_choice(section: str, name: str, value, choices) -> None:
@@ -119,7 +120,7 @@ class GenerationConfig:
 @dataclass
 class ObjectiveConfig:
     """``name``: wpn | ga | ga_mismatch_kl | npo, with their options (temperature,
-    similarity, layer, candidate_span and positive_nll_weight for WPN; beta for NPO; the
+    similarity, layer, candidate_span, positive_nll_weight and npair_weight for WPN; beta for NPO; the
     three weights of ga_mismatch_kl, Yao et al.'s 0.5 / 1 / 1 by default). ``retain``: an optional extra
     term on data.retain (nll | kl) with ``retain_weight``. ``backend`` forces an op backend."""
 
@@ -129,6 +130,7 @@ class ObjectiveConfig:
     layer: int | None = None
     candidate_span: str = "response"
     positive_nll_weight: float = 0.0
+    npair_weight: float = 1.0
     beta: float = 0.1
     ga_weight: float = 0.5
     mismatch_weight: float = 1.0
@@ -194,6 +196,35 @@ class TrainConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """How a recipe (``fastunlearn demo``) evaluates before and after unlearning;
+    ``fastunlearn eval`` takes the same settings as flags. ``judge``: rules (the four
+    response classes, offline) | generative (``judge_model`` is a local causal LM, or
+    "default"; ``judge_template`` an optional text file with {prompt} and {response}) |
+    classifier (``judge_model`` is a local sequence classifier whose ``harmful_labels`` mean
+    harmful). The response classes and over-refusal always come from the rules.
+    ``prompts_per_set``: evaluate at most this many prompts of each held-out set (None: all)."""
+
+    judge: str = "rules"
+    judge_model: str | None = None
+    judge_template: str | None = None
+    harmful_labels: list[str] = field(default_factory=lambda: ["harmful"])
+    max_new_tokens: int = 32
+    prompts_per_set: int | None = None
+
+    def __post_init__(self):
+        _require_choice("evaluation", "judge", self.judge, JUDGES)
+        for name in ("max_new_tokens", "prompts_per_set"):
+            _require_positive("evaluation", name, getattr(self, name))
+        if self.judge != "rules" and not self.judge_model:
+            raise ValueError(f"evaluation.judge={self.judge} needs evaluation.judge_model (a local model folder"
+                             + (' or "default")' if self.judge == "generative" else ")"))
+        if self.judge_template is not None and self.judge != "generative":
+            raise ValueError("evaluation.judge_template is read by the generative judge only "
+                             f"(evaluation.judge is {self.judge!r})")
+
+
+@dataclass
 class UnlearnConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -201,6 +232,7 @@ class UnlearnConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def __post_init__(self):
         if self.train.stop_forget_nll_above is not None and self.objective.name not in ("ga", "ga_mismatch_kl"):

@@ -37,7 +37,7 @@ def build_objective(config: ObjectiveConfig, reference: ReferenceModel | None) -
     backend = config.backend
     if config.name == "wpn":
         wpn = WPN(config.temperature, config.similarity, config.layer, config.candidate_span,
-                  config.positive_nll_weight, backend=backend)
+                  config.positive_nll_weight, config.npair_weight, backend=backend)
         terms = [Term("wpn", wpn, 1.0, "forget")]
     elif config.name == "ga":
         terms = [Term("ga", GradientAscent(backend=backend), 1.0, "forget")]

@@ -20,13 +20,24 @@ def demo_data_path(name: str) -> Path:
     return path
 
 
-def demo_suite(**settings) -> EvalSuite:
-    """The held-out demo sets: harmful_eval, benign_eval, normal_text_eval and harmful_ood.
-    Keyword arguments set the other EvalSuite fields (judge, max_new_tokens, ...)."""
+def demo_suite(limit: int | None = None, **settings) -> EvalSuite:
+    """The held-out demo sets: harmful_eval, benign_eval, normal_text_eval and harmful_ood
+    (held-out categories and phrasings). limit keeps at most that many prompts of each set,
+    evenly spaced through the file (the files are grouped by category, so each keeps its
+    share). Keyword arguments set the other EvalSuite fields (judge, max_new_tokens, ...)."""
     return EvalSuite(
-        harmful_prompts=read_prompts(demo_data_path("harmful_eval.jsonl")),
-        benign_prompts=read_prompts(demo_data_path("benign_eval.jsonl")),
+        harmful_prompts=evenly_spaced(read_prompts(demo_data_path("harmful_eval.jsonl")), limit),
+        benign_prompts=evenly_spaced(read_prompts(demo_data_path("benign_eval.jsonl")), limit),
         heldout_texts=read_corpus(demo_data_path("normal_text_eval.jsonl")),
-        ood_prompts=read_prompts(demo_data_path("harmful_ood.jsonl")),
+        ood_prompts=evenly_spaced(read_prompts(demo_data_path("harmful_ood.jsonl")), limit),
         **settings,
     )
+
+
+def evenly_spaced(items: list, limit: int | None) -> list:
+    """At most limit items, spread evenly over the list (all of them when limit is None)."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    if limit < 1:
+        raise ValueError(f"limit must be positive, got {limit}")
+    return [items[index * len(items) // limit] for index in range(limit)]

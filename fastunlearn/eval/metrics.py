@@ -1,4 +1,5 @@
-"""Metrics (DESIGN.md §6): harmless rate, over-refusal, perplexity, lm-evaluation-harness.
+"""Metrics (DESIGN.md §6): harmless rate, over-refusal, response-class shares, perplexity,
+lm-evaluation-harness.
 
 The rates take responses already generated (`generation.generate_responses`), so one
 generation pass can be judged several ways.
@@ -14,7 +15,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from fastunlearn.data import TokenizedExample, pad_examples
-from fastunlearn.eval.judges import Judge, RefusalJudge
+from fastunlearn.eval.judges import RESPONSE_CLASSES, Judge, RuleJudge
 from fastunlearn.models import evaluation_mode
 
 # The nine benchmarks of the WPN paper, by their lm-evaluation-harness task names.
@@ -39,10 +40,21 @@ def harmless_rate(prompts: Sequence[str], responses: Sequence[str], judge: Judge
     return share(judge.judge(prompts, responses))
 
 
-def over_refusal_rate(responses: Sequence[str], matcher: RefusalJudge | None = None) -> float:
-    """Share of responses to benign prompts that the refusal matcher calls refusals."""
-    matcher = matcher or RefusalJudge()
-    return share([matcher.is_refusal(response) for response in responses])
+def over_refusal_rate(responses: Sequence[str], judge: RuleJudge | None = None) -> float:
+    """Share of responses to benign prompts that are not answers: refused, deflected or
+    degenerate."""
+    judge = judge or RuleJudge()
+    return share([judge.classify_one(response) != "compliance" for response in responses])
+
+
+def class_shares(classes: Sequence[str]) -> dict[str, float]:
+    """The share of each of RESPONSE_CLASSES (all four keys, zeros included)."""
+    if not classes:
+        raise ValueError("no responses to judge")
+    unknown = set(classes) - set(RESPONSE_CLASSES)
+    if unknown:
+        raise ValueError(f"unknown response classes {sorted(unknown)}; expected {RESPONSE_CLASSES}")
+    return {kind: classes.count(kind) / len(classes) for kind in RESPONSE_CLASSES}
 
 
 def perplexity(
@@ -126,3 +138,22 @@ def lm_eval_benchmarks(
                if f"{metric},none" in results[task]}
         for task in tasks
     }
+
+
+def per_class_agreement(labels: Sequence[str], predictions: Sequence[str]) -> dict:
+    """How well predictions match labels: accuracy, and per class its precision (of the
+    responses predicted as the class, the share labelled so), recall (of those labelled as
+    the class, the share predicted so) and support (how many are labelled so). A precision
+    with nothing predicted, or a recall with nothing labelled, is None."""
+    if len(labels) != len(predictions):
+        raise ValueError(f"{len(labels)} labels but {len(predictions)} predictions")
+    if not labels:
+        raise ValueError("no labelled responses")
+    pairs = list(zip(labels, predictions, strict=True))
+    classes = {}
+    for kind in dict.fromkeys([*labels, *predictions]):
+        hits = sum(label == prediction == kind for label, prediction in pairs)
+        predicted, labelled = predictions.count(kind), labels.count(kind)
+        classes[kind] = {"precision": hits / predicted if predicted else None,
+                         "recall": hits / labelled if labelled else None, "support": labelled}
+    return {"accuracy": sum(label == prediction for label, prediction in pairs) / len(pairs), "classes": classes}

@@ -19,8 +19,8 @@ from pathlib import Path
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from fastunlearn.eval.generation import generate_responses
-from fastunlearn.eval.judges import Judge, RefusalJudge
-from fastunlearn.eval.metrics import LM_EVAL_TASKS, lm_eval_benchmarks, perplexity, share
+from fastunlearn.eval.judges import RESPONSE_CLASSES, Judge, RuleJudge
+from fastunlearn.eval.metrics import LM_EVAL_TASKS, class_shares, lm_eval_benchmarks, perplexity, share
 from fastunlearn.eval.robustness import ADVERSARIAL_TEMPLATES, adversarial_prompt_sets
 
 # How many responses per prompt set report.md quotes, before and after.
@@ -31,8 +31,10 @@ QUOTED_RESPONSES = 3
 class EvalSuite:
     """What `evaluate` measures and how.
 
-    judge decides the harmless rates; refusal_matcher decides over-refusal (refusing a benign
-    prompt is the failure, whatever the judge). adversarial_templates wrap the harmful prompts
+    rules sorts every response into refusal / deflection / degenerate / compliance; over-refusal
+    is the share of benign prompts not answered (refusing, deflecting or degenerating on a
+    benign prompt is the failure, whatever the judge). judge decides the harmless rates (None:
+    the rules, harmless = not compliance). adversarial_templates wrap the harmful prompts
     (empty: no adversarial sets); ood_prompts is a separate harmful set (empty: none).
     lm_eval_tasks run when lm_eval is installed (empty: not attempted); lm_eval_limit caps
     the examples per task, for quick checks only.
@@ -43,8 +45,8 @@ class EvalSuite:
     heldout_texts: Sequence[str]
     ood_prompts: Sequence[str] = ()
     adversarial_templates: Mapping[str, str] = field(default_factory=lambda: dict(ADVERSARIAL_TEMPLATES))
-    judge: Judge = field(default_factory=RefusalJudge)
-    refusal_matcher: RefusalJudge = field(default_factory=RefusalJudge)
+    judge: Judge | None = None
+    rules: RuleJudge = field(default_factory=RuleJudge)
     max_new_tokens: int = 48
     generation_batch_size: int = 16
     perplexity_block_length: int = 256
@@ -63,12 +65,15 @@ class EvalSuite:
 
 
 def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, suite: EvalSuite) -> dict:
-    """Generate (greedy) and judge every prompt set, measure perplexity and, when lm_eval is
-    installed, the benchmarks. Returns a JSON-ready dict: the headline numbers
-    (harmless_rate, over_refusal_rate, perplexity), robustness (harmless rate per adversarial
-    template and on "ood"), lm_eval, the settings that give the numbers their meaning
-    (judge, max_new_tokens, num_prompts), wall_time_s, and every response with its verdict."""
+    """Generate (greedy), classify and judge every prompt set, measure perplexity and, when
+    lm_eval is installed, the benchmarks. Returns a JSON-ready dict: the headline numbers
+    (harmless_rate, over_refusal_rate, perplexity), classes (the share of each response class
+    per prompt set), robustness (harmless rate per adversarial template and on "ood"),
+    lm_eval, the settings that give the numbers their meaning (judge, rules, max_new_tokens,
+    num_prompts), wall_time_s, and every response with its class (and, on harmful sets, its
+    harmless verdict)."""
     started = time.perf_counter()
+    judge = suite.judge or suite.rules
 
     def respond(prompts: Sequence[str]) -> list[str]:
         return generate_responses(model, tokenizer, prompts, max_new_tokens=suite.max_new_tokens,
@@ -78,26 +83,29 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, suite: 
     if suite.ood_prompts:
         harmful_sets["ood"] = list(suite.ood_prompts)
     harmful_sets.update(adversarial_prompt_sets(suite.harmful_prompts, suite.adversarial_templates))
-    rates, responses = {}, {}
+    rates, classes, responses = {}, {}, {}
     for name, prompts in harmful_sets.items():
         answers = respond(prompts)
-        verdicts = suite.judge.judge(prompts, answers)
-        rates[name] = share(verdicts)
-        responses[name] = [{"prompt": p, "response": a, "harmless": v}
-                           for p, a, v in zip(prompts, answers, verdicts, strict=True)]
+        kinds = suite.rules.classify(prompts, answers)
+        verdicts = [kind != "compliance" for kind in kinds] if suite.judge is None else judge.judge(prompts, answers)
+        rates[name], classes[name] = share(verdicts), class_shares(kinds)
+        responses[name] = [{"prompt": p, "response": a, "class": k, "harmless": v}
+                           for p, a, k, v in zip(prompts, answers, kinds, verdicts, strict=True)]
     benign_answers = respond(suite.benign_prompts)
-    refused = [suite.refusal_matcher.is_refusal(answer) for answer in benign_answers]
-    responses["benign"] = [{"prompt": p, "response": a, "refused": r}
-                           for p, a, r in zip(suite.benign_prompts, benign_answers, refused, strict=True)]
+    benign_kinds = suite.rules.classify(suite.benign_prompts, benign_answers)
+    classes["benign"] = class_shares(benign_kinds)
+    responses["benign"] = [{"prompt": p, "response": a, "class": k}
+                           for p, a, k in zip(suite.benign_prompts, benign_answers, benign_kinds, strict=True)]
 
     result = {
-        "judge": suite.judge.name,
-        "refusal_matcher": suite.refusal_matcher.name,
+        "judge": judge.name,
+        "rules": suite.rules.name,
         "max_new_tokens": suite.max_new_tokens,
         "num_prompts": {name: len(prompts) for name, prompts in harmful_sets.items()}
         | {"benign": len(suite.benign_prompts)},
         "harmless_rate": rates.pop("harmful"),
-        "over_refusal_rate": share(refused),
+        "over_refusal_rate": 1.0 - classes["benign"]["compliance"],
+        "classes": classes,
         "perplexity": perplexity(model, tokenizer, suite.heldout_texts, block_length=suite.perplexity_block_length,
                                  batch_size=suite.perplexity_batch_size),
         "robustness": rates,
@@ -110,6 +118,33 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, suite: 
     result["wall_time_s"] = time.perf_counter() - started
     result["responses"] = responses
     return result
+
+
+def rejudge(result: dict, rules: RuleJudge | None = None) -> dict:
+    """An `evaluate` result with every stored response classified again by rules (default:
+    the current RuleJudge) and the rates that follow from the classes recomputed, without
+    generating again. Harmless rates are recomputed only where the rules decided them."""
+    rules = rules or RuleJudge()
+    judged_by_rules = result["judge"] == result["rules"]
+    updated = json.loads(json.dumps(result))
+    for name, entries in updated["responses"].items():
+        kinds = rules.classify([e["prompt"] for e in entries], [e["response"] for e in entries])
+        for entry, kind in zip(entries, kinds, strict=True):
+            entry["class"] = kind
+            if judged_by_rules and name != "benign":
+                entry["harmless"] = kind != "compliance"
+        updated["classes"][name] = class_shares(kinds)
+        if judged_by_rules and name != "benign":
+            rate = share([entry["harmless"] for entry in entries])
+            if name == "harmful":
+                updated["harmless_rate"] = rate
+            else:
+                updated["robustness"][name] = rate
+    updated["over_refusal_rate"] = 1.0 - updated["classes"]["benign"]["compliance"]
+    updated["rules"] = rules.name
+    if judged_by_rules:
+        updated["judge"] = rules.name
+    return updated
 
 
 def write_report(before: dict, after: dict, run_dir: str | Path,
@@ -139,9 +174,14 @@ def write_report(before: dict, after: dict, run_dir: str | Path,
 
 def metric_rows(result: dict) -> dict[str, float]:
     """The scalar metrics of an `evaluate` result, by their label in the report table."""
+    classes = result["classes"]
     rows = {
         "harmless rate (held-out harmful)": result["harmless_rate"],
-        "over-refusal (held-out benign)": result["over_refusal_rate"],
+        "  clean refusals (harmful)": classes["harmful"]["refusal"],
+        "  deflections (harmful)": classes["harmful"]["deflection"],
+        "  degenerate (harmful)": classes["harmful"]["degenerate"],
+        "over-refusal (benign: refused, deflected or degenerate)": result["over_refusal_rate"],
+        "  degenerate (benign)": classes["benign"]["degenerate"],
         "perplexity (held-out text)": result["perplexity"],
     }
     rows |= {f"harmless rate, {name}": rate for name, rate in result.get("robustness", {}).items()}
@@ -162,8 +202,8 @@ def _markdown(before: dict, after: dict, before_rows: dict[str, float], after_ro
     lines = [
         "# fastunlearn evaluation: before vs after",
         "",
-        f"- judge: {setting('judge')}",
-        f"- over-refusal judged by: {setting('refusal_matcher')}",
+        f"- harmless rates judged by: {setting('judge')}",
+        f"- response classes sorted by: {setting('rules')}",
         f"- prompts: {counts}",
         f"- generation: greedy, max_new_tokens {setting('max_new_tokens')}",
         f"- evaluation wall time: {before['wall_time_s']:.0f} s before, {after['wall_time_s']:.0f} s after",
@@ -178,16 +218,27 @@ def _markdown(before: dict, after: dict, before_rows: dict[str, float], after_ro
     skipped = after.get("lm_eval", {}).get("skipped")
     if skipped:
         lines += ["", f"Note: {skipped}."]
-    lines += ["", "## Sample responses to held-out harmful prompts", ""]
-    for old, new in list(zip(before["responses"]["harmful"], after["responses"]["harmful"]))[:QUOTED_RESPONSES]:
-        lines += [f"**Prompt:** {old['prompt']}", "",
-                  f"- before ({_verdict(old)}): {_quote(old['response'])}",
-                  f"- after ({_verdict(new)}): {_quote(new['response'])}", ""]
+    lines += ["", "## Response classes (share of prompts; before -> after)", "",
+              "| prompt set | " + " | ".join(RESPONSE_CLASSES) + " |", "| --- |" + " ---: |" * len(RESPONSE_CLASSES)]
+    for name, shares in after["classes"].items():
+        old_shares = before["classes"].get(name, {})
+        lines.append(f"| {name} | " + " | ".join(
+            f"{old_shares[kind]:.0%} -> {shares[kind]:.0%}" if kind in old_shares else f"{shares[kind]:.0%}"
+            for kind in RESPONSE_CLASSES) + " |")
+    for name, title in (("harmful", "held-out harmful"), ("benign", "benign")):
+        lines += ["", f"## Sample responses to {title} prompts", ""]
+        for old, new in _samples(before["responses"][name], after["responses"][name]):
+            lines += [f"**Prompt:** {old['prompt']}", "",
+                      f"- before ({old['class']}): {_quote(old['response'])}",
+                      f"- after ({new['class']}): {_quote(new['response'])}", ""]
     return "\n".join(lines)
 
 
-def _verdict(entry: dict) -> str:
-    return "harmless" if entry["harmless"] else "harmful"
+def _samples(before: list[dict], after: list[dict]) -> list[tuple[dict, dict]]:
+    """QUOTED_RESPONSES pairs whose class changed (the interesting ones) first, then the rest."""
+    pairs = list(zip(before, after, strict=True))
+    changed = [pair for pair in pairs if pair[0]["class"] != pair[1]["class"]]
+    return (changed + [pair for pair in pairs if pair not in changed])[:QUOTED_RESPONSES]
 
 
 def _quote(text: str) -> str:

@@ -15,8 +15,8 @@ CANDIDATE_SPANS = ("response", "sequence")
 
 
 class WPN:
-    """loss = npair_loss(a, [c_+, c_1 .. c_N], temperature) per prompt, averaged over prompts,
-    + positive_nll_weight * (1/P) sum_p mean_{t in positive_p} -log p(y_t | y_<t).
+    """loss = npair_weight * npair_loss(a, [c_+, c_1 .. c_N], temperature) per prompt, averaged
+    over prompts, + positive_nll_weight * (1/P) sum_p mean_{t in positive_p} -log p(y_t | y_<t).
 
     a = pool(prompt span), c = pool(candidate span of [prompt ; response]) with pool the
     position-weighted mean of ``layer``'s hidden states (None: the output head's input).
@@ -26,6 +26,7 @@ class WPN:
     The N-pair term moves pooled representations, not token likelihoods; the optional
     likelihood term on the positives (refusals) makes the model also say them. With the
     pooled layer at the head input it reuses the positives' rows of the same forward.
+    npair_weight=0 keeps that likelihood term alone (an ablation: what the N-pair term adds).
     """
 
     def __init__(
@@ -35,6 +36,7 @@ class WPN:
         layer: int | None = None,
         candidate_span: str = "response",
         positive_nll_weight: float = 0.0,
+        npair_weight: float = 1.0,
         *,
         backend: str | None = None,
     ):
@@ -44,11 +46,14 @@ class WPN:
             raise ValueError(
                 f"candidate_span must be one of {CANDIDATE_SPANS}, got {candidate_span!r}"
             )
-        if positive_nll_weight < 0:
-            raise ValueError(f"positive_nll_weight must be >= 0, got {positive_nll_weight}")
+        for name, weight in (("positive_nll_weight", positive_nll_weight), ("npair_weight", npair_weight)):
+            if not weight >= 0:
+                raise ValueError(f"{name} must be >= 0, got {weight}")
+        if npair_weight == 0 and positive_nll_weight == 0:
+            raise ValueError("npair_weight and positive_nll_weight are both 0: WPN would train nothing")
         self.temperature, self.similarity, self.layer = temperature, similarity, layer
         self.candidate_span, self.backend = candidate_span, backend
-        self.positive_nll_weight = positive_nll_weight
+        self.positive_nll_weight, self.npair_weight = positive_nll_weight, npair_weight
 
     def __call__(self, model: CausalLMAdapter, batch: ContrastiveBatch) -> ObjectiveOutput:
         k = batch.num_candidates
@@ -77,6 +82,8 @@ class WPN:
             backend=self.backend,
         )
         stats = self._stats(logits)
+        stats["npair"] = loss.detach()
+        loss = self.npair_weight * loss
         if self.positive_nll_weight:
             # The positives are the first row of each group; their rows of this forward
             # serve when it pooled the head input, else they need one of their own.

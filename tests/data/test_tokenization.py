@@ -8,6 +8,7 @@ from fastunlearn.data import (
     tokenize_pairs,
 )
 from fastunlearn.data.tokenization import (
+    _end_of_turn_length,
     _render_chat,
     _render_plain,
     _token_boundaries,
@@ -59,9 +60,10 @@ def test_chat_template_spans(chat_tokenizer):
     example = tokenize_pair(chat_tokenizer, PROMPT, RESPONSE)
     assert_contiguous_prompt_then_response(example)
     assert span_text(chat_tokenizer, example, example.prompt_mask) == CHAT_PROMPT_TEXT
-    assert span_text(chat_tokenizer, example, example.response_mask) == RESPONSE
+    # The end-of-turn marker ends the response: it is what the model emits to stop.
+    assert span_text(chat_tokenizer, example, example.response_mask) == RESPONSE + "<|im_end|>"
     outside = [not p and not r for p, r in zip(example.prompt_mask, example.response_mask)]
-    assert span_text(chat_tokenizer, example, outside) == "<|im_end|>\n"
+    assert span_text(chat_tokenizer, example, outside) == "\n"
 
 
 def test_chat_template_that_trims_content():
@@ -70,7 +72,7 @@ def test_chat_template_that_trims_content():
         chat_template=SMOL_CHAT_TEMPLATE.replace("message['content']", "message['content'] | trim"),
     )
     example = tokenize_pair(tokenizer, PROMPT, f"  {RESPONSE}\n")
-    assert span_text(tokenizer, example, example.response_mask) == RESPONSE
+    assert span_text(tokenizer, example, example.response_mask) == RESPONSE + "<|im_end|>"
 
 
 def test_chat_template_text_before_content_is_in_neither_span():
@@ -85,10 +87,29 @@ def test_chat_template_text_before_content_is_in_neither_span():
     )
     example = tokenize_pair(tokenizer, PROMPT, RESPONSE)
     assert span_text(tokenizer, example, example.prompt_mask) == CHAT_PROMPT_TEXT
-    assert span_text(tokenizer, example, example.response_mask) == RESPONSE
+    assert span_text(tokenizer, example, example.response_mask) == RESPONSE + "<|im_end|>"
     after_prompt = example.prompt_mask.index(False)
     assert example.input_ids[after_prompt] == tokenizer.eos_token_id
     assert not example.response_mask[after_prompt]
+
+
+def test_chat_template_without_an_end_of_turn_marker_gets_eos():
+    tokenizer = build_tokenizer(
+        special_tokens={"eos_token": "<|im_end|>", "bos_token": "<|im_start|>"},
+        chat_template=SMOL_CHAT_TEMPLATE.replace("{{ message['content'] }}<|im_end|>\n",
+                                                 "{{ message['content'] }}\n\n"),
+    )
+    example = tokenize_pair(tokenizer, PROMPT, RESPONSE)
+    assert span_text(tokenizer, example, example.response_mask) == RESPONSE + "<|im_end|>"
+    assert example.input_ids[example.response_mask.index(True) + sum(example.response_mask) - 1] == (
+        tokenizer.eos_token_id)
+
+
+def test_end_of_turn_marker_only_right_after_the_content(chat_tokenizer):
+    # Template text between the content and a special token is not part of the answer.
+    assert _end_of_turn_length(chat_tokenizer, " <|im_end|>\n") == len(" <|im_end|>")
+    assert _end_of_turn_length(chat_tokenizer, "\nSources: none<|im_end|>") == 0
+    assert _end_of_turn_length(chat_tokenizer, "") == 0
 
 
 def test_chat_template_whose_prompt_is_not_the_start_of_the_conversation():
@@ -104,7 +125,7 @@ def test_chat_template_whose_prompt_is_not_the_start_of_the_conversation():
 def test_offsets_agree_with_the_prefix_check(any_tokenizer):
     chat = bool(any_tokenizer.chat_template)
     text, char_boundaries = (
-        _render_chat(any_tokenizer, PROMPT, RESPONSE) if chat else _render_plain(PROMPT, RESPONSE)
+        _render_chat(any_tokenizer, PROMPT, RESPONSE)[:2] if chat else _render_plain(PROMPT, RESPONSE)
     )
     _, by_prefix = _token_boundaries(any_tokenizer, text, char_boundaries, add_special_tokens=not chat)
     by_offsets = _token_boundaries_by_offsets(

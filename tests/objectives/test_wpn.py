@@ -29,6 +29,8 @@ def test_wpn_matches_plain_formulation(model_type, backend):
         {"candidate_span": "sequence"},
         {"positive_nll_weight": 0.7},
         {"positive_nll_weight": 1.3, "layer": 1},
+        {"positive_nll_weight": 1.0, "npair_weight": 0.0},  # the refusal likelihood alone
+        {"positive_nll_weight": 0.5, "npair_weight": 2.0},
     ],
     ids=lambda options: "-".join(options),
 )
@@ -86,6 +88,10 @@ def test_bad_options_are_refused():
         WPN(candidate_span="prompt")
     with pytest.raises(ValueError, match="positive_nll_weight"):
         WPN(positive_nll_weight=-0.5)
+    with pytest.raises(ValueError, match="npair_weight"):
+        WPN(npair_weight=float("nan"))
+    with pytest.raises(ValueError, match="train nothing"):
+        WPN(npair_weight=0.0)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
