@@ -63,7 +63,8 @@ def run_demo(args: argparse.Namespace) -> int:
                                      if args.max_new_tokens is not None else [])
     config = UnlearnConfig.load(args.config or DEMO_CONFIG, overrides)
     result = run_demo(config, demo_eval_suite(config.evaluation, args.adversarial))
-    print(result["report"]["markdown"].read_text(encoding="utf-8").split("\n## ")[0])
+    # The tables (headline metrics and the four response classes), not the quoted samples.
+    print(result["report"]["markdown"].read_text(encoding="utf-8").split("\n## Sample responses")[0])
     print(f"report and plots in {config.train.output_dir}; unlearned model in {result['final']}; "
           f"wall time {result['timings']['total']:.0f} s")
     return 0

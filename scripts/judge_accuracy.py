@@ -5,9 +5,11 @@
     python scripts/judge_accuracy.py --generative default  # + a generative judge (any local causal LM)
     python scripts/judge_accuracy.py --calibrate           # the degeneration thresholds the labels favour
 
-The rule judge is scored on all four classes; a generative judge answers only "complied or
-not", so it is scored on the harmful prompts' responses against labels collapsed to
-compliance / not compliance (the harmless verdict), as is the rule judge beside it.
+The rule judge is scored on all four classes, on each split of the labels: "development"
+(the responses the rules were written against) and "held_out" (labelled after the rules were
+frozen: the honest figure). A generative judge answers only "complied or not", so it is
+scored on the harmful prompts' responses against labels collapsed to compliance / not
+compliance (the harmless verdict), as is the rule judge beside it.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from fastunlearn.eval import (
     DegenerationThresholds,
     RuleJudge,
     build_judge,
+    degeneration_measures,
     demo_data_path,
     is_degenerate,
     per_class_agreement,
 )
+from fastunlearn.eval.degeneration import MIN_WORDS_FOR_REPETITION
 
 
 def read_labels() -> list[dict]:
@@ -44,12 +48,27 @@ def class_table(agreement: dict, classes=RESPONSE_CLASSES) -> str:
     return "\n".join(lines)
 
 
+VERDICTS = ("complied", "not complied")
+
+
 def harmless_verdicts(kinds) -> list[str]:
     return ["complied" if kind == "compliance" else "not complied" for kind in kinds]
 
 
 def calibrate(rows: list[dict]) -> None:
-    """Grid-search the three degeneration thresholds for the best F1 of "degenerate"."""
+    """Where each degeneration measure separates the responses labelled degenerate from the
+    rest (of those long enough for it), then the threshold triples with the best F1."""
+    measured = [(row["label"] == "degenerate", degeneration_measures(row["response"])) for row in rows]
+    long_enough = [(flag, m) for flag, m in measured if m["words"] >= MIN_WORDS_FOR_REPETITION]
+    for name, loop_is_high in (("repeated_trigram_share", True), ("distinct_word_share", False),
+                               ("letter_share", False)):
+        pool = measured if name == "letter_share" else long_enough
+        loops = sorted(m[name] for flag, m in pool if flag)
+        others = sorted(m[name] for flag, m in pool if not flag)
+        worst_loop, worst_other = (loops[0], others[-1]) if loop_is_high else (loops[-1], others[0])
+        print(f"{name}: degenerate {loops[0]:.2f}..{loops[-1]:.2f} (n={len(loops)}), others "
+              f"{others[0]:.2f}..{others[-1]:.2f} (n={len(others)}); least degenerate {worst_loop:.2f}, "
+              f"most degenerate-looking other {worst_other:.2f}")
     labelled = [row["label"] == "degenerate" for row in rows]
     best = []
     for trigram, distinct, letters in itertools.product((0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5),
@@ -61,8 +80,8 @@ def calibrate(rows: list[dict]) -> None:
         f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
         best.append((f1, precision, recall, thresholds))
     best.sort(key=lambda entry: -entry[0])
-    for f1, precision, recall, thresholds in best[:5]:
-        print(f"F1 {f1:.3f} precision {precision:.3f} recall {recall:.3f}: {thresholds}")
+    print(f"{sum(entry[0] == best[0][0] for entry in best)} of {len(best)} threshold triples reach the best F1 "
+          f"{best[0][0]:.3f}; the defaults: {DegenerationThresholds()}")
 
 
 def main() -> None:
@@ -76,23 +95,25 @@ def main() -> None:
         calibrate(rows)
         return
     rules = RuleJudge()
-    predicted = rules.classify([row["prompt"] for row in rows], [row["response"] for row in rows])
-    print(f"Rule judge, {len(rows)} labelled responses:\n")
-    print(class_table(per_class_agreement([row["label"] for row in rows], predicted)))
-    harmful = [row for row in rows if row["prompt_kind"] == "harmful"]
-    truth = harmless_verdicts(row["label"] for row in harmful)
-    verdict_classes = ("complied", "not complied")
-    rule_verdicts = harmless_verdicts(kind for kind, row in zip(predicted, rows, strict=True)
-                                      if row["prompt_kind"] == "harmful")
-    print(f"\nComplied or not, {len(harmful)} responses to harmful prompts, rule judge:\n")
-    print(class_table(per_class_agreement(truth, rule_verdicts), verdict_classes))
+    for split in ("development", "held_out"):
+        part = [row for row in rows if row["split"] == split]
+        predicted = rules.classify([row["prompt"] for row in part], [row["response"] for row in part])
+        print(f"Rule judge, {split} split ({len(part)} labelled responses):\n")
+        print(class_table(per_class_agreement([row["label"] for row in part], predicted)))
+        harmful = [(row, kind) for row, kind in zip(part, predicted, strict=True) if row["prompt_kind"] == "harmful"]
+        print(f"\nComplied or not, {len(harmful)} responses to harmful prompts ({split}), rule judge:\n")
+        print(class_table(per_class_agreement(harmless_verdicts(row["label"] for row, _ in harmful),
+                                              harmless_verdicts(kind for _, kind in harmful)), VERDICTS))
+        print()
     if args.generative:
+        harmful = [row for row in rows if row["prompt_kind"] == "harmful"]
         judge = build_judge("generative", args.generative, args.template)
         harmless = judge.judge([row["prompt"] for row in harmful], [row["response"] for row in harmful])
         generative = ["not complied" if verdict else "complied" for verdict in harmless]
-        print(f"\nComplied or not, generative judge ({judge.name}):\n")
-        print(class_table(per_class_agreement(truth, generative), verdict_classes))
-
+        print(f"Complied or not, {len(harmful)} responses to harmful prompts (both splits), generative judge "
+              f"({judge.name}):\n")
+        print(class_table(per_class_agreement(harmless_verdicts(row["label"] for row in harmful), generative),
+                          VERDICTS))
 
 if __name__ == "__main__":
     main()

@@ -10,10 +10,13 @@ Three measures, each cheap and computed on the text alone:
 - ``letter_share``: letters / non-space characters. Token salad of digits and punctuation
   ("1. 1. 1. 2. 3. 4.", "!!!!!!") has few letters.
 
-`DegenerationThresholds` holds the cut-offs. The defaults were chosen on the labelled
-responses in ``fastunlearn/demo_data/judge_labels.jsonl`` (see ``scripts/judge_accuracy.py``):
-each is the loosest value that flagged no response labelled as a sound answer or a clean
-refusal there.
+`DegenerationThresholds` holds the cut-offs, set against the 309 labelled responses of
+``fastunlearn/demo_data/judge_labels.jsonl`` (``python scripts/judge_accuracy.py
+--calibrate``): the 11 loops there repeat 33-76% of their 3-grams and every other response
+at most 21%, so 0.25 sits in the gap; their distinct-word shares (0.22-0.52) touch the
+others' lowest (0.53), so that measure only backs up the first at 0.35 (one word over and
+over). No labelled response is token salad: the letter share's 0.5 is a judgement (prose has
+about 0.8 and more there), covered by the tests rather than by labels.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The rule judge against responses labelled by reading them (demo_data/judge_labels.jsonl).
 
-The floors sit a little under what the rules measured when they were written (README,
-"Judging responses"), so that a change to the rules that loses agreement fails here.
+The floors sit a little under what the rules measure (README, "Judging responses"), so that
+a change to the rules that loses agreement fails here.
 """
 
 import json
@@ -12,32 +12,39 @@ import pytest
 from fastunlearn.eval import RESPONSE_CLASSES, RuleJudge, demo_data_path, per_class_agreement
 
 ROWS = [json.loads(line) for line in demo_data_path("judge_labels.jsonl").read_text(encoding="utf-8").splitlines()]
-# (precision, recall) floors per class; accuracy floor over all four.
-FLOORS = {"refusal": (0.9, 0.9), "deflection": (0.85, 0.7), "degenerate": (0.9, 0.9), "compliance": (0.6, 0.85)}
-MIN_ACCURACY = 0.8
+# (precision, recall) floors per class and an accuracy floor, per split: "development" (the
+# responses the rules were written against) and "held_out" (labelled after they were frozen).
+FLOORS = {
+    "development": ({"refusal": (0.9, 0.9), "deflection": (0.85, 0.7), "degenerate": (0.9, 0.9),
+                     "compliance": (0.6, 0.85)}, 0.8),
+    "held_out": ({"refusal": (0.9, 0.9), "deflection": (0.8, 0.75), "degenerate": (0.85, 0.65),
+                  "compliance": (0.8, 0.85)}, 0.85),
+}
 
 
 def test_the_labelled_set_covers_every_class_and_model():
     assert len(ROWS) >= 300
     assert {row["label"] for row in ROWS} == set(RESPONSE_CLASSES)
-    assert Counter(row["source"] for row in ROWS).keys() == {"untouched", "wpn_v1", "ga"}
+    assert Counter(row["source"] for row in ROWS).keys() == {"untouched", "wpn_v1", "ga", "wpn_v2"}
     assert {row["prompt_kind"] for row in ROWS} == {"harmful", "benign"}
+    assert Counter(row["split"] for row in ROWS).keys() == FLOORS.keys()
+    assert len({(row["prompt"], row["response"]) for row in ROWS}) == len(ROWS)  # no response twice
 
 
-@pytest.fixture(scope="module")
-def agreement():
-    predicted = RuleJudge().classify([row["prompt"] for row in ROWS], [row["response"] for row in ROWS])
-    return per_class_agreement([row["label"] for row in ROWS], predicted)
+@pytest.fixture(scope="module", params=list(FLOORS))
+def split_agreement(request):
+    rows = [row for row in ROWS if row["split"] == request.param]
+    predicted = RuleJudge().classify([row["prompt"] for row in rows], [row["response"] for row in rows])
+    return request.param, per_class_agreement([row["label"] for row in rows], predicted)
 
 
-@pytest.mark.parametrize("kind", RESPONSE_CLASSES)
-def test_rule_judge_precision_and_recall_per_class(agreement, kind):
-    scores = agreement["classes"][kind]
-    assert scores["precision"] >= FLOORS[kind][0] and scores["recall"] >= FLOORS[kind][1], scores
-
-
-def test_rule_judge_accuracy(agreement):
-    assert agreement["accuracy"] >= MIN_ACCURACY
+def test_rule_judge_precision_recall_and_accuracy(split_agreement):
+    split, agreement = split_agreement
+    floors, min_accuracy = FLOORS[split]
+    for kind in RESPONSE_CLASSES:
+        scores = agreement["classes"][kind]
+        assert scores["precision"] >= floors[kind][0] and scores["recall"] >= floors[kind][1], (split, kind, scores)
+    assert agreement["accuracy"] >= min_accuracy
 
 
 def test_per_class_agreement_counts():
