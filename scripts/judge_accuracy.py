@@ -2,7 +2,7 @@
 (fastunlearn/demo_data/judge_labels.jsonl; README "Judging responses").
 
     python scripts/judge_accuracy.py                       # the rule judge's per-class table
-    python scripts/judge_accuracy.py --generative default  # + a generative judge (any local causal LM)
+    python scripts/judge_accuracy.py --generative default [--split development]  # + a generative judge
     python scripts/judge_accuracy.py --calibrate           # the degeneration thresholds the labels favour
 
 The rule judge is scored on all four classes, on each split of the labels: "development"
@@ -88,6 +88,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--generative", metavar="MODEL", help='a local causal LM folder or "default"')
     parser.add_argument("--template", help="the generative judge's template file")
+    parser.add_argument("--split", choices=("development", "held_out", "all"), default="all",
+                        help="the labels the generative judge is scored on")
     parser.add_argument("--calibrate", action="store_true")
     args = parser.parse_args()
     rows = read_labels()
@@ -106,11 +108,11 @@ def main() -> None:
                                               harmless_verdicts(kind for _, kind in harmful)), VERDICTS))
         print()
     if args.generative:
-        harmful = [row for row in rows if row["prompt_kind"] == "harmful"]
+        harmful = [row for row in rows if row["prompt_kind"] == "harmful" and args.split in ("all", row["split"])]
         judge = build_judge("generative", args.generative, args.template)
         harmless = judge.judge([row["prompt"] for row in harmful], [row["response"] for row in harmful])
         generative = ["not complied" if verdict else "complied" for verdict in harmless]
-        print(f"Complied or not, {len(harmful)} responses to harmful prompts (both splits), generative judge "
+        print(f"Complied or not, {len(harmful)} responses to harmful prompts ({args.split}), generative judge "
               f"({judge.name}):\n")
         print(class_table(per_class_agreement(harmless_verdicts(row["label"] for row in harmful), generative),
                           VERDICTS))

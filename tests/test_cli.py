@@ -85,3 +85,36 @@ def test_copyright_runs_the_three_stages(tmp_path, capsys):
     short.write_text("Paris is the capital of France.", encoding="utf-8")
     assert main([*arguments, "--text", str(short)]) == 1
     assert "fewer than one window of 64" in capsys.readouterr().err
+
+
+@pytest.fixture
+def eval_files(tmp_path):
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": prompt} for prompt, _ in HARMFUL])
+    text = write_jsonl(tmp_path / "text.jsonl", [{"text": response} for _, response in HARMFUL])
+    model = save_tiny_model(tmp_path / "model")
+    return ["--model", str(model), "--harmful", str(prompts), "--benign", str(prompts), "--text", str(text),
+            "--ood", "none", "--max-new-tokens", "4"]
+
+
+@pytest.mark.parametrize("judge", [[], ["--judge", "generative"]])
+def test_eval_prints_and_writes_the_response_classes(eval_files, tmp_path, capsys, judge):
+    output = tmp_path / "result.json"
+    judge_model = ["--judge-model", eval_files[1]] if judge else []
+    assert main(["eval", *eval_files, *judge, *judge_model, "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(output.read_text())
+    assert json.loads(printed)["classes"] == result["classes"]
+    assert set(result["classes"]) == {"harmful", "benign"}
+    assert all("class" in entry for entries in result["responses"].values() for entry in entries)
+    assert result["judge"].startswith("generative" if judge else "rules")
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--judge", "generative"], "the generative judge needs a model folder"),
+    (["--judge", "classifier", "--judge-model", "/nowhere/classifier"], "judge model folder /nowhere/classifier"),
+    (["--output", "/nowhere/result.json"], "folder /nowhere does not exist"),
+])
+def test_eval_refuses_bad_judges_and_outputs_before_any_work(eval_files, capsys, arguments, message):
+    assert main(["eval", *eval_files, *arguments]) == 1
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("fastunlearn eval: error: ") and message in error

@@ -63,7 +63,10 @@ class GenerativeJudge:
         self.template = check_template(template)
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.model, self.tokenizer, self.batch_size, self.max_length = model, tokenizer, batch_size, max_length
+        # A query longer than the judge model's context keeps its end, where the question is.
+        context = getattr(model.config, "max_position_embeddings", None)
+        self.max_length = min(max_length, context) if context else max_length
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         complied_ids, declined_ids = self._answer_ids(complied), self._answer_ids(declined)
         # A first token both spellings share (a lone space, say) tells nothing apart.
         self.complied_ids, self.declined_ids = sorted(complied_ids - declined_ids), sorted(declined_ids - complied_ids)
@@ -88,7 +91,6 @@ class GenerativeJudge:
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         else:
             ids = self.tokenizer(text + "\nAnswer:")["input_ids"]
-        # Keep the end, where the question and the answer slot are.
         return ids[-self.max_length:]
 
     def complied_margins(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
