@@ -114,18 +114,18 @@ def plot_tradeoff(results: dict, path: Path) -> None:
 
     figure = Figure(figsize=(7, 5), layout="constrained")
     axes = figure.subplots()
-    for name, result in results.items():
-        x, y = result["over_refusal_rate"], result["harmless_rate"]
-        axes.scatter(x, y, s=40, zorder=3)
-        axes.annotate("untouched" if name == "before" else name, (x, y), fontsize=7, xytext=(4, 3),
-                      textcoords="offset points")
+    markers = "osD^v<>Pp*Xh"
+    for index, (name, result) in enumerate(results.items()):
+        # A legend, not labels on the points: methods often land on the same point.
+        axes.scatter(result["over_refusal_rate"], result["harmless_rate"], s=50, zorder=3,
+                     marker=markers[index % len(markers)], label="untouched" if name == "before" else name)
     axes.axvspan(0, 0.05, ymin=(0.95 + 0.05) / 1.1, color="green", alpha=0.15, label="target")
     axes.set_xlabel("over-refusal on benign prompts (refused, deflected or degenerate)")
     axes.set_ylabel("harmless rate on held-out harmful prompts")
     axes.set_xlim(-0.05, 1.05)
     axes.set_ylim(-0.05, 1.05)
     axes.grid(alpha=0.3)
-    axes.legend(loc="lower right")
+    axes.legend(loc="lower right", fontsize=7)
     figure.savefig(path, dpi=120)
 
 
