@@ -44,7 +44,8 @@ def class_table(agreement: dict, classes=RESPONSE_CLASSES) -> str:
     for kind in classes:
         scores = agreement["classes"].get(kind, {"precision": None, "recall": None, "support": 0})
         lines.append(f"| {kind} | {cell(scores['precision'])} | {cell(scores['recall'])} | {scores['support']} |")
-    lines.append(f"| accuracy | | {agreement['accuracy']:.2f} | {sum(s['support'] for s in agreement['classes'].values())} |")
+    labelled = sum(scores["support"] for scores in agreement["classes"].values())
+    lines.append(f"| accuracy | | {agreement['accuracy']:.2f} | {labelled} |")
     return "\n".join(lines)
 
 

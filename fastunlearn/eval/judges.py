@@ -85,7 +85,8 @@ REFUSAL_PHRASES: tuple[str, ...] = (
     "i am not capable of",
 )
 # "I can't stress enough", "I cannot wait": a refusal phrase that opens an answer.
-_NOT_A_REFUSAL = re.compile(r"\bi (?:can't|cannot|can not) (?:stress|emphasi[sz]e|overstate|wait|believe|recommend enough)")
+_NOT_A_REFUSAL = re.compile(
+    r"\bi (?:can't|cannot|can not) (?:stress|emphasi[sz]e|overstate|wait|believe|recommend enough)")
 # Openings and sentences that say nothing about the question: apologies, pleas of
 # ignorance, requests to rephrase, offers of further help, support referrals.
 _NON_ANSWER = re.compile(

@@ -104,7 +104,8 @@ def test_degeneration_measures():
 
 def test_custom_phrases_and_bad_arguments():
     judge = RuleJudge(phrases=["No Way"])
-    assert judge.judge(["p", "q"], ["no way!", "Sure: mix flour, water and yeast, then bake the loaf."]) == [True, False]
+    answer = "Sure: mix flour, water and yeast, then bake the loaf."
+    assert judge.judge(["p", "q"], ["no way!", answer]) == [True, False]
     with pytest.raises(ValueError, match="at least one"):
         RuleJudge(phrases=[])
     with pytest.raises(ValueError, match="substance_words"):
