@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 from fastunlearn.engine import UnlearnConfig, Unlearner, list_checkpoints
+from fastunlearn.engine.config import EvaluationConfig
 from fastunlearn.engine.generation import generate_configured_negatives
 from fastunlearn.engine.metrics import METRICS_FILE
 from fastunlearn.engine.unlearner import load_configured_model
-from fastunlearn.engine.config import EvaluationConfig
 from fastunlearn.eval import EvalSuite, build_judge, demo_suite, evaluate, write_report
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"

@@ -13,11 +13,15 @@ report          EvalSuite, evaluate(), rejudge(), write_report()
 demo            the shipped demo data and its evaluation suite
 """
 
+from fastunlearn.eval.degeneration import (
+    DegenerationThresholds,
+    degeneration_measures,
+    is_degenerate,
+)
 from fastunlearn.eval.demo import DEMO_DATA_DIR, demo_data_path, demo_suite
 from fastunlearn.eval.generation import generate_responses, prompt_token_ids
-from fastunlearn.eval.harm_classifier import HarmClassifier, train_harm_classifier
-from fastunlearn.eval.degeneration import DegenerationThresholds, degeneration_measures, is_degenerate
 from fastunlearn.eval.generative_judge import GenerativeJudge
+from fastunlearn.eval.harm_classifier import HarmClassifier, train_harm_classifier
 from fastunlearn.eval.judges import (
     REFUSAL_PHRASES,
     RESPONSE_CLASSES,

@@ -20,7 +20,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from fastunlearn.eval.generation import generate_responses
 from fastunlearn.eval.judges import RESPONSE_CLASSES, Judge, RuleJudge
-from fastunlearn.eval.metrics import LM_EVAL_TASKS, class_shares, lm_eval_benchmarks, perplexity, share
+from fastunlearn.eval.metrics import (
+    LM_EVAL_TASKS,
+    class_shares,
+    lm_eval_benchmarks,
+    perplexity,
+    share,
+)
 from fastunlearn.eval.robustness import ADVERSARIAL_TEMPLATES, adversarial_prompt_sets
 
 # How many responses per prompt set report.md quotes, before and after.
