@@ -45,10 +45,10 @@ def test_unknown_key_in_a_file_names_the_file(tmp_path):
         UnlearnConfig.load(tmp_path / "missing.yaml")
 
 
-@pytest.mark.parametrize("name", ["wpn_lora.yaml", "ga_mismatch_kl.yaml", "npo.yaml", "demo.yaml"])
+@pytest.mark.parametrize("name", ["wpn_lora.yaml", "ga_mismatch_kl.yaml", "npo.yaml", "demo.yaml", "recipe_full.yaml"])
 def test_shipped_configs_load(name):
     config = UnlearnConfig.load(CONFIGS / name)
-    assert config.objective.name in name or name == "demo.yaml"
+    assert config.objective.name in name or name in ("demo.yaml", "recipe_full.yaml")
 
 
 def test_deepspeed_auto_values_come_from_the_run_config():
