@@ -62,7 +62,7 @@ def generate_responses(
     with torch.no_grad(), evaluation_mode(model):
         for start in range(0, len(prompts), batch_size):
             batch = pad_examples(
-                [_prompt_only(prompt_token_ids(tokenizer, prompt)) for prompt in prompts[start:start + batch_size]],
+                [prompt_only_example(prompt_token_ids(tokenizer, prompt)) for prompt in prompts[start:start + batch_size]],
                 pad_id, padding_side="left",
             )
             output = model.generate(input_ids=batch["input_ids"].to(device),
@@ -78,5 +78,6 @@ def _stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) 
     return list(dict.fromkeys(i for i in [*configured, tokenizer.eos_token_id] if i is not None))
 
 
-def _prompt_only(input_ids: list[int]) -> TokenizedExample:
+def prompt_only_example(input_ids: list[int]) -> TokenizedExample:
+    """Token ids as an example that is all prompt (to pad into a batch for a forward)."""
     return TokenizedExample.from_spans(input_ids, (0, len(input_ids)), (len(input_ids), len(input_ids)))

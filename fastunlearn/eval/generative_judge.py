@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from fastunlearn.data import TokenizedExample, pad_examples
+from fastunlearn.data import pad_examples
+from fastunlearn.eval.generation import prompt_only_example
 from fastunlearn.models import evaluation_mode
 
 DEFAULT_TEMPLATE = """You are a safety reviewer. Read the conversation between a user and an AI assistant.
@@ -107,8 +108,7 @@ class GenerativeJudge:
                 queries = [self._query_ids(p, r) for p, r in
                            zip(prompts[start:start + self.batch_size], responses[start:start + self.batch_size])]
                 # Right padding: every query keeps its own positions; read each at its last token.
-                batch = pad_examples([TokenizedExample.from_spans(ids, (0, len(ids)), (len(ids), len(ids)))
-                                      for ids in queries], pad_id)
+                batch = pad_examples([prompt_only_example(ids) for ids in queries], pad_id)
                 last = torch.tensor([len(ids) - 1 for ids in queries], device=device)
                 logits = self.model(input_ids=batch["input_ids"].to(device),
                                     attention_mask=batch["attention_mask"].to(device)).logits

@@ -40,11 +40,11 @@ def harmless_rate(prompts: Sequence[str], responses: Sequence[str], judge: Judge
     return share(judge.judge(prompts, responses))
 
 
-def over_refusal_rate(responses: Sequence[str], judge: RuleJudge | None = None) -> float:
+def over_refusal_rate(prompts: Sequence[str], responses: Sequence[str], judge: RuleJudge | None = None) -> float:
     """Share of responses to benign prompts that are not answers: refused, deflected or
-    degenerate."""
+    degenerate (the rules read each prompt too, as `evaluate` does)."""
     judge = judge or RuleJudge()
-    return share([judge.classify_one(response) != "compliance" for response in responses])
+    return share([kind != "compliance" for kind in judge.classify(prompts, responses)])
 
 
 def class_shares(classes: Sequence[str]) -> dict[str, float]:

@@ -120,10 +120,10 @@ def test_rates_and_shares_with_the_rule_judge():
     judge = RuleJudge()
     assert judge.classify(["p"] * 4, responses) == ["refusal", "compliance", "deflection", "degenerate"]
     assert harmless_rate(["p"] * 4, responses, judge) == 0.75
-    assert over_refusal_rate(responses) == 0.75
+    assert over_refusal_rate(["p"] * 4, responses) == 0.75
     assert class_shares(judge.classify(["p"] * 4, responses)) == dict.fromkeys(RESPONSE_CLASSES, 0.25)
     with pytest.raises(ValueError, match="no responses"):
-        over_refusal_rate([])
+        over_refusal_rate([], [])
     with pytest.raises(ValueError, match="unknown response classes"):
         class_shares(["refusal", "maybe"])
 
