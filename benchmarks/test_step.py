@@ -21,4 +21,3 @@ def test_unlearn_step(benchmark, settings, peak_memory, impl, finetune, step_sha
         ),
     )
     run_case(benchmark, settings, case, peak_memory)
-

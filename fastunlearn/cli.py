@@ -27,8 +27,15 @@ USER_ERRORS = (ConfigError, CheckpointMismatchError, FileNotFoundError, FileExis
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="run config (YAML); see configs/")
-    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set train.max_steps=10 lora.enabled=true")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.max_steps=10 lora.enabled=true",
+    )
 
 
 def _load(args: argparse.Namespace) -> UnlearnConfig:
@@ -58,15 +65,24 @@ def run_demo(args: argparse.Namespace) -> int:
 
     from fastunlearn.demo import DEMO_CONFIG, demo_eval_suite, run_demo
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    overrides = [*args.overrides] + ([f"evaluation.max_new_tokens={args.max_new_tokens}"]
-                                     if args.max_new_tokens is not None else [])
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    overrides = [*args.overrides] + (
+        [f"evaluation.max_new_tokens={args.max_new_tokens}"]
+        if args.max_new_tokens is not None
+        else []
+    )
     config = UnlearnConfig.load(args.config or DEMO_CONFIG, overrides)
     result = run_demo(config, demo_eval_suite(config.evaluation, args.adversarial))
     # The tables (headline metrics and the four response classes), not the quoted samples.
-    print(result["report"]["markdown"].read_text(encoding="utf-8").split("\n## Sample responses")[0])
-    print(f"report and plots in {config.train.output_dir}; unlearned model in {result['final']}; "
-          f"wall time {result['timings']['total']:.0f} s")
+    print(
+        result["report"]["markdown"].read_text(encoding="utf-8").split("\n## Sample responses")[0]
+    )
+    print(
+        f"report and plots in {config.train.output_dir}; unlearned model in {result['final']}; "
+        f"wall time {result['timings']['total']:.0f} s"
+    )
     return 0
 
 
@@ -83,15 +99,27 @@ def run_eval(args: argparse.Namespace) -> int:
         harmful_prompts=read_prompts(args.harmful or demo_data_path("harmful_eval.jsonl")),
         benign_prompts=read_prompts(args.benign or demo_data_path("benign_eval.jsonl")),
         heldout_texts=read_corpus(args.text or demo_data_path("normal_text_eval.jsonl")),
-        ood_prompts=read_prompts(args.ood or demo_data_path("harmful_ood.jsonl")) if args.ood != "none" else (),
+        ood_prompts=read_prompts(args.ood or demo_data_path("harmful_ood.jsonl"))
+        if args.ood != "none"
+        else (),
         judge=build_judge(args.judge, args.judge_model, args.judge_template, args.harmful_label),
-        max_new_tokens=args.max_new_tokens, lm_eval_tasks=(),
+        max_new_tokens=args.max_new_tokens,
+        lm_eval_tasks=(),
         **({} if args.adversarial else {"adversarial_templates": {}}),
     )
     model, tokenizer = load_default_model() if args.model == "default" else load_model(args.model)
     result = evaluate(model, tokenizer, suite)
-    summary = {key: result[key] for key in ("judge", "harmless_rate", "over_refusal_rate", "perplexity", "robustness",
-                                            "classes")}
+    summary = {
+        key: result[key]
+        for key in (
+            "judge",
+            "harmless_rate",
+            "over_refusal_rate",
+            "perplexity",
+            "robustness",
+            "classes",
+        )
+    }
     print(json.dumps(summary, indent=2))
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -103,7 +131,11 @@ def _check_writable(path: Path) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
-    if path.is_dir() or not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    if (
+        path.is_dir()
+        or not os.access(folder, os.W_OK)
+        or (path.exists() and not os.access(path, os.W_OK))
+    ):
         raise ValueError(f"cannot write {path}: not a writable file location")
 
 
@@ -115,25 +147,41 @@ def run_copyright(args: argparse.Namespace) -> int:
     from fastunlearn.eval import demo_data_path
     from fastunlearn.models import load_default_model, load_model
 
-    config = CopyrightConfig(implant_steps=args.implant_steps, unlearn_steps=args.unlearn_steps,
-                             implant_retain=args.implant_retain,
-                             objective=args.objective, retain=args.retain_term, eval_every=args.eval_every,
-                             max_windows=args.max_windows)
+    config = CopyrightConfig(
+        implant_steps=args.implant_steps,
+        unlearn_steps=args.unlearn_steps,
+        implant_retain=args.implant_retain,
+        objective=args.objective,
+        retain=args.retain_term,
+        eval_every=args.eval_every,
+        max_windows=args.max_windows,
+    )
     forget = read_corpus(args.text or demo_data_path("story.txt"))
     retain = read_corpus(args.retain or demo_data_path("normal_text_train.jsonl"))
     heldout = read_corpus(args.heldout or demo_data_path("normal_text_eval.jsonl"))
     model, tokenizer = load_default_model() if args.model == "default" else load_model(args.model)
-    result = run_copyright(model, tokenizer, forget, retain, config, heldout_texts=heldout,
-                           log=lambda row: print(json.dumps(row), flush=True))
+    result = run_copyright(
+        model,
+        tokenizer,
+        forget,
+        retain,
+        config,
+        heldout_texts=heldout,
+        log=lambda row: print(json.dumps(row), flush=True),
+    )
     print(json.dumps(result.stages, indent=2))
     if args.output:
-        Path(args.output).write_text(json.dumps({"stages": result.stages, "history": result.history}, indent=2) + "\n",
-                                     encoding="utf-8")
+        Path(args.output).write_text(
+            json.dumps({"stages": result.stages, "history": result.history}, indent=2) + "\n",
+            encoding="utf-8",
+        )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastunlearn", description="Make a language model forget.")
+    parser = argparse.ArgumentParser(
+        prog="fastunlearn", description="Make a language model forget."
+    )
     # The deepspeed launcher passes --local_rank=N before the command; the rank is read
     # from the environment instead.
     parser.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)
@@ -141,55 +189,130 @@ def build_parser() -> argparse.ArgumentParser:
 
     unlearn = commands.add_parser("unlearn", help="run an unlearning job from a config file")
     _add_config_arguments(unlearn)
-    unlearn.add_argument("--resume", action="store_true",
-                         help="continue from the latest checkpoint in train.output_dir")
+    unlearn.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the latest checkpoint in train.output_dir",
+    )
     unlearn.set_defaults(handler=run_unlearn)
 
-    generate = commands.add_parser("generate", help="sample WPN negatives from the model into data.negatives")
+    generate = commands.add_parser(
+        "generate", help="sample WPN negatives from the model into data.negatives"
+    )
     _add_config_arguments(generate)
     generate.set_defaults(handler=run_generate)
 
-    demo = commands.add_parser("demo", help="evaluate, unlearn and evaluate the default model; before/after report")
+    demo = commands.add_parser(
+        "demo", help="evaluate, unlearn and evaluate the default model; before/after report"
+    )
     demo.add_argument("--config", default=None, help="run config (default: configs/demo.yaml)")
-    demo.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                      help="override a config value, e.g. --set train.max_steps=10")
-    demo.add_argument("--max-new-tokens", type=int, help="greedy tokens per evaluation response "
-                      "(default: the config's evaluation.max_new_tokens)")
-    demo.add_argument("--adversarial", action="store_true", help="also evaluate the adversarial prompt sets")
+    demo.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.max_steps=10",
+    )
+    demo.add_argument(
+        "--max-new-tokens",
+        type=int,
+        help="greedy tokens per evaluation response "
+        "(default: the config's evaluation.max_new_tokens)",
+    )
+    demo.add_argument(
+        "--adversarial", action="store_true", help="also evaluate the adversarial prompt sets"
+    )
     demo.set_defaults(handler=run_demo)
 
-    evaluation = commands.add_parser("eval", help="evaluate a model folder on harmful/benign prompts and text")
-    evaluation.add_argument("--model", required=True, help='model folder (from_pretrained) or "default"')
+    evaluation = commands.add_parser(
+        "eval", help="evaluate a model folder on harmful/benign prompts and text"
+    )
+    evaluation.add_argument(
+        "--model", required=True, help='model folder (from_pretrained) or "default"'
+    )
     evaluation.add_argument("--harmful", help="harmful prompts (default: the demo's held-out set)")
     evaluation.add_argument("--benign", help="benign prompts (default: the demo's held-out set)")
-    evaluation.add_argument("--ood", help='out-of-distribution harmful prompts (default: the demo\'s; "none": skip)')
-    evaluation.add_argument("--text", help="normal text for perplexity (default: the demo's held-out text)")
-    evaluation.add_argument("--max-new-tokens", type=int, default=32, help="greedy tokens per response")
-    evaluation.add_argument("--judge", choices=JUDGES, default="rules",
-                            help="who decides harmless rates (response classes always come from the rules)")
-    evaluation.add_argument("--judge-model", help='generative: a local causal LM folder or "default"; '
-                            "classifier: a local sequence-classification folder")
-    evaluation.add_argument("--judge-template", help="generative judge: a text file with {prompt} and {response}")
-    evaluation.add_argument("--harmful-label", nargs="+", default=["harmful"],
-                            help="classifier judge: the label name(s) that mean harmful")
-    evaluation.add_argument("--adversarial", action="store_true", help="also evaluate the adversarial prompt sets")
-    evaluation.add_argument("--output", help="write the full result (every response) to this JSON file")
+    evaluation.add_argument(
+        "--ood", help='out-of-distribution harmful prompts (default: the demo\'s; "none": skip)'
+    )
+    evaluation.add_argument(
+        "--text", help="normal text for perplexity (default: the demo's held-out text)"
+    )
+    evaluation.add_argument(
+        "--max-new-tokens", type=int, default=32, help="greedy tokens per response"
+    )
+    evaluation.add_argument(
+        "--judge",
+        choices=JUDGES,
+        default="rules",
+        help="who decides harmless rates (response classes always come from the rules)",
+    )
+    evaluation.add_argument(
+        "--judge-model",
+        help='generative: a local causal LM folder or "default"; '
+        "classifier: a local sequence-classification folder",
+    )
+    evaluation.add_argument(
+        "--judge-template", help="generative judge: a text file with {prompt} and {response}"
+    )
+    evaluation.add_argument(
+        "--harmful-label",
+        nargs="+",
+        default=["harmful"],
+        help="classifier judge: the label name(s) that mean harmful",
+    )
+    evaluation.add_argument(
+        "--adversarial", action="store_true", help="also evaluate the adversarial prompt sets"
+    )
+    evaluation.add_argument(
+        "--output", help="write the full result (every response) to this JSON file"
+    )
     evaluation.set_defaults(handler=run_eval)
 
-    copyright_parser = commands.add_parser("copyright", help="implant a text with LoRA, unlearn it, report leakage per stage")
-    copyright_parser.add_argument("--model", default="default", help='model folder (from_pretrained) or "default"')
-    copyright_parser.add_argument("--text", help="text to implant and unlearn (default: the demo story)")
-    copyright_parser.add_argument("--retain", help="retain text for unlearning (default: the demo's normal text)")
-    copyright_parser.add_argument("--heldout", help="held-out text for perplexity (default: the demo's held-out text)")
-    copyright_parser.add_argument("--implant-steps", type=int, default=CopyrightConfig.implant_steps)
-    copyright_parser.add_argument("--implant-retain", choices=RETAIN_TERMS, default=CopyrightConfig.implant_retain,
-                                  help="retain term while implanting (kl: to the original model)")
-    copyright_parser.add_argument("--unlearn-steps", type=int, default=CopyrightConfig.unlearn_steps)
-    copyright_parser.add_argument("--objective", choices=UNLEARN_OBJECTIVES, default=CopyrightConfig.objective)
-    copyright_parser.add_argument("--retain-term", choices=RETAIN_TERMS, default=CopyrightConfig.retain)
-    copyright_parser.add_argument("--eval-every", type=int, default=0, help="leakage every N steps of each stage")
-    copyright_parser.add_argument("--max-windows", type=int, default=CopyrightConfig.max_windows,
-                           help="leakage windows scored per evaluation")
+    copyright_parser = commands.add_parser(
+        "copyright", help="implant a text with LoRA, unlearn it, report leakage per stage"
+    )
+    copyright_parser.add_argument(
+        "--model", default="default", help='model folder (from_pretrained) or "default"'
+    )
+    copyright_parser.add_argument(
+        "--text", help="text to implant and unlearn (default: the demo story)"
+    )
+    copyright_parser.add_argument(
+        "--retain", help="retain text for unlearning (default: the demo's normal text)"
+    )
+    copyright_parser.add_argument(
+        "--heldout", help="held-out text for perplexity (default: the demo's held-out text)"
+    )
+    copyright_parser.add_argument(
+        "--implant-steps", type=int, default=CopyrightConfig.implant_steps
+    )
+    copyright_parser.add_argument(
+        "--implant-retain",
+        choices=RETAIN_TERMS,
+        default=CopyrightConfig.implant_retain,
+        help="retain term while implanting (kl: to the original model)",
+    )
+    copyright_parser.add_argument(
+        "--unlearn-steps", type=int, default=CopyrightConfig.unlearn_steps
+    )
+    copyright_parser.add_argument(
+        "--objective", choices=UNLEARN_OBJECTIVES, default=CopyrightConfig.objective
+    )
+    copyright_parser.add_argument(
+        "--retain-term", choices=RETAIN_TERMS, default=CopyrightConfig.retain
+    )
+    copyright_parser.add_argument(
+        "--eval-every", type=int, default=0, help="leakage every N steps of each stage"
+    )
+    copyright_parser.add_argument(
+        "--max-windows",
+        type=int,
+        default=CopyrightConfig.max_windows,
+        help="leakage windows scored per evaluation",
+    )
     copyright_parser.add_argument("--output", help="write stages and history to this JSON file")
     copyright_parser.set_defaults(handler=run_copyright)
     return parser

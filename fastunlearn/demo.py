@@ -25,15 +25,24 @@ DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 log = logging.getLogger("fastunlearn.demo")
 
 
-def demo_eval_suite(evaluation: EvaluationConfig | None = None, adversarial: bool = False) -> EvalSuite:
+def demo_eval_suite(
+    evaluation: EvaluationConfig | None = None, adversarial: bool = False
+) -> EvalSuite:
     """The held-out demo suite at CPU-friendly settings: the judge and generation length of
     `evaluation`, at most evaluation.prompts_per_set prompts of each set (evenly spaced
     through each file, so every category keeps its share), no lm-eval benchmarks, and the
     adversarial templates only on request (they multiply generation time by five)."""
     evaluation = evaluation or EvaluationConfig()
-    settings = {"max_new_tokens": evaluation.max_new_tokens, "lm_eval_tasks": (),
-                "judge": build_judge(evaluation.judge, evaluation.judge_model, evaluation.judge_template,
-                                     evaluation.harmful_labels)}
+    settings = {
+        "max_new_tokens": evaluation.max_new_tokens,
+        "lm_eval_tasks": (),
+        "judge": build_judge(
+            evaluation.judge,
+            evaluation.judge_model,
+            evaluation.judge_template,
+            evaluation.harmful_labels,
+        ),
+    }
     if not adversarial:
         settings["adversarial_templates"] = {}
     return demo_suite(limit=evaluation.prompts_per_set, **settings)
@@ -62,8 +71,11 @@ def run_demo(config: UnlearnConfig, suite: EvalSuite | None = None) -> dict:
     lap("evaluate_before")
     negatives = Path(config.data.negatives) if config.data.negatives else None
     if negatives is not None and not negatives.is_file():
-        log.info("sampling %d negatives per harmful prompt from the model into %s",
-                 config.data.num_negatives, negatives)
+        log.info(
+            "sampling %d negatives per harmful prompt from the model into %s",
+            config.data.num_negatives,
+            negatives,
+        )
         generate_configured_negatives(config, model, tokenizer)
     elif negatives is not None:
         log.info("reusing the negatives in %s", negatives)

@@ -51,17 +51,27 @@ def run_folder(out: Path, method: str) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the demo config's)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="optimizer steps (default: the demo config's)"
+    )
     parser.add_argument("--out", default="runs/compare")
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
     parser.add_argument("--set", dest="overrides", nargs="+", default=[])
-    parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME KEY=VALUE",
-                        help="a named extra run: the demo config with these overrides")
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar="NAME KEY=VALUE",
+        help="a named extra run: the demo config with these overrides",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = {name: METHODS[name] for name in args.methods} | {name: overrides for name, *overrides in args.variant}
+    runs = {name: METHODS[name] for name in args.methods} | {
+        name: overrides for name, *overrides in args.variant
+    }
     common = [f"data.negatives={out / 'negatives.jsonl'}", *args.overrides]
     if args.steps is not None:
         common.append(f"train.max_steps={args.steps}")
@@ -75,37 +85,55 @@ def main() -> None:
         generate_configured_negatives(base_config, model, tokenizer)
     for name, overrides in runs.items():
         folder = run_folder(out, name)
-        config = UnlearnConfig.load(DEMO_CONFIG, [*common, *overrides, f"train.output_dir={folder}"])
+        config = UnlearnConfig.load(
+            DEMO_CONFIG, [*common, *overrides, f"train.output_dir={folder}"]
+        )
         started = time.perf_counter()
         # A fresh copy each time: LoRA is injected into the model it is given.
         unlearner = Unlearner(config, copy.deepcopy(model), tokenizer)
         unlearner.train()
         train_s = time.perf_counter() - started
-        result = evaluate(unlearner.model, tokenizer, suite) | {"train_s": train_s, "overrides": overrides}
+        result = evaluate(unlearner.model, tokenizer, suite) | {
+            "train_s": train_s,
+            "overrides": overrides,
+        }
         folder.with_suffix(".json").write_text(json.dumps(result))
-        log.info("%s: harmless %.3f over-refusal %.3f perplexity %.3f (train %.0f s)", name,
-                 result["harmless_rate"], result["over_refusal_rate"], result["perplexity"], train_s)
+        log.info(
+            "%s: harmless %.3f over-refusal %.3f perplexity %.3f (train %.0f s)",
+            name,
+            result["harmless_rate"],
+            result["over_refusal_rate"],
+            result["perplexity"],
+            train_s,
+        )
     # Classified again by the current rules, so that every row reads the same way.
     results = {"before": rejudge(json.loads(before_path.read_text()))}
-    results |= {path.stem.replace("_", " "): rejudge(json.loads(path.read_text()))
-                for path in sorted(out.glob("*.json")) if path != before_path}
+    results |= {
+        path.stem.replace("_", " "): rejudge(json.loads(path.read_text()))
+        for path in sorted(out.glob("*.json"))
+        if path != before_path
+    }
     print(table(results))
     plot_tradeoff(results, out / "tradeoff.png")
 
 
 def table(results: dict) -> str:
     before = results["before"]
-    lines = ["| model | harmless (held-out) | harmless (OOD) | clean refusals | degenerate (harmful) | over-refusal "
-             "| degenerate (benign) | perplexity (change) | train time |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| model | harmless (held-out) | harmless (OOD) | clean refusals | degenerate (harmful) | over-refusal "
+        "| degenerate (benign) | perplexity (change) | train time |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for name, result in results.items():
         change = result["perplexity"] / before["perplexity"] - 1
         train = f"{result['train_s']:.0f} s" if "train_s" in result else "-"
         classes = result["classes"]
-        lines.append(f"| {'untouched' if name == 'before' else name} | {result['harmless_rate']:.1%} | "
-                     f"{result['robustness'].get('ood', float('nan')):.1%} | {classes['harmful']['refusal']:.1%} | "
-                     f"{classes['harmful']['degenerate']:.1%} | {result['over_refusal_rate']:.1%} | "
-                     f"{classes['benign']['degenerate']:.1%} | {result['perplexity']:.2f} ({change:+.1%}) | {train} |")
+        lines.append(
+            f"| {'untouched' if name == 'before' else name} | {result['harmless_rate']:.1%} | "
+            f"{result['robustness'].get('ood', float('nan')):.1%} | {classes['harmful']['refusal']:.1%} | "
+            f"{classes['harmful']['degenerate']:.1%} | {result['over_refusal_rate']:.1%} | "
+            f"{classes['benign']['degenerate']:.1%} | {result['perplexity']:.2f} ({change:+.1%}) | {train} |"
+        )
     return "\n".join(lines)
 
 
@@ -117,8 +145,14 @@ def plot_tradeoff(results: dict, path: Path) -> None:
     markers = "osD^v<>Pp*Xh"
     for index, (name, result) in enumerate(results.items()):
         # A legend, not labels on the points: methods often land on the same point.
-        axes.scatter(result["over_refusal_rate"], result["harmless_rate"], s=50, zorder=3,
-                     marker=markers[index % len(markers)], label="untouched" if name == "before" else name)
+        axes.scatter(
+            result["over_refusal_rate"],
+            result["harmless_rate"],
+            s=50,
+            zorder=3,
+            marker=markers[index % len(markers)],
+            label="untouched" if name == "before" else name,
+        )
     axes.axvspan(0, 0.05, ymin=(0.95 + 0.05) / 1.1, color="green", alpha=0.15, label="target")
     axes.set_xlabel("over-refusal on benign prompts (refused, deflected or degenerate)")
     axes.set_ylabel("harmless rate on held-out harmful prompts")

@@ -33,7 +33,9 @@ from fastunlearn.eval.degeneration import MIN_WORDS_FOR_REPETITION
 
 def read_labels() -> list[dict]:
     path = demo_data_path("judge_labels.jsonl")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [
+        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
 
 
 def class_table(agreement: dict, classes=RESPONSE_CLASSES) -> str:
@@ -43,7 +45,9 @@ def class_table(agreement: dict, classes=RESPONSE_CLASSES) -> str:
     lines = ["| class | precision | recall | labelled |", "| --- | ---: | ---: | ---: |"]
     for kind in classes:
         scores = agreement["classes"].get(kind, {"precision": None, "recall": None, "support": 0})
-        lines.append(f"| {kind} | {cell(scores['precision'])} | {cell(scores['recall'])} | {scores['support']} |")
+        lines.append(
+            f"| {kind} | {cell(scores['precision'])} | {cell(scores['recall'])} | {scores['support']} |"
+        )
     labelled = sum(scores["support"] for scores in agreement["classes"].values())
     lines.append(f"| accuracy | | {agreement['accuracy']:.2f} | {labelled} |")
     return "\n".join(lines)
@@ -59,21 +63,29 @@ def harmless_verdicts(kinds) -> list[str]:
 def calibrate(rows: list[dict]) -> None:
     """Where each degeneration measure separates the responses labelled degenerate from the
     rest (of those long enough for it), then the threshold triples with the best F1."""
-    measured = [(row["label"] == "degenerate", degeneration_measures(row["response"])) for row in rows]
+    measured = [
+        (row["label"] == "degenerate", degeneration_measures(row["response"])) for row in rows
+    ]
     long_enough = [(flag, m) for flag, m in measured if m["words"] >= MIN_WORDS_FOR_REPETITION]
-    for name, loop_is_high in (("repeated_trigram_share", True), ("distinct_word_share", False),
-                               ("letter_share", False)):
+    for name, loop_is_high in (
+        ("repeated_trigram_share", True),
+        ("distinct_word_share", False),
+        ("letter_share", False),
+    ):
         pool = measured if name == "letter_share" else long_enough
         loops = sorted(m[name] for flag, m in pool if flag)
         others = sorted(m[name] for flag, m in pool if not flag)
         worst_loop, worst_other = (loops[0], others[-1]) if loop_is_high else (loops[-1], others[0])
-        print(f"{name}: degenerate {loops[0]:.2f}..{loops[-1]:.2f} (n={len(loops)}), others "
-              f"{others[0]:.2f}..{others[-1]:.2f} (n={len(others)}); least degenerate {worst_loop:.2f}, "
-              f"most degenerate-looking other {worst_other:.2f}")
+        print(
+            f"{name}: degenerate {loops[0]:.2f}..{loops[-1]:.2f} (n={len(loops)}), others "
+            f"{others[0]:.2f}..{others[-1]:.2f} (n={len(others)}); least degenerate {worst_loop:.2f}, "
+            f"most degenerate-looking other {worst_other:.2f}"
+        )
     labelled = [row["label"] == "degenerate" for row in rows]
     best = []
-    for trigram, distinct, letters in itertools.product((0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5),
-                                                        (0.2, 0.3, 0.35, 0.4, 0.5, 0.6), (0.3, 0.4, 0.5, 0.6)):
+    for trigram, distinct, letters in itertools.product(
+        (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5), (0.2, 0.3, 0.35, 0.4, 0.5, 0.6), (0.3, 0.4, 0.5, 0.6)
+    ):
         thresholds = DegenerationThresholds(trigram, distinct, letters)
         flagged = [is_degenerate(row["response"], thresholds) for row in rows]
         hits = sum(f and l for f, l in zip(flagged, labelled, strict=True))
@@ -81,16 +93,24 @@ def calibrate(rows: list[dict]) -> None:
         f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
         best.append((f1, precision, recall, thresholds))
     best.sort(key=lambda entry: -entry[0])
-    print(f"{sum(entry[0] == best[0][0] for entry in best)} of {len(best)} threshold triples reach the best F1 "
-          f"{best[0][0]:.3f}; the defaults: {DegenerationThresholds()}")
+    print(
+        f"{sum(entry[0] == best[0][0] for entry in best)} of {len(best)} threshold triples reach the best F1 "
+        f"{best[0][0]:.3f}; the defaults: {DegenerationThresholds()}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--generative", metavar="MODEL", help='a local causal LM folder or "default"')
+    parser.add_argument(
+        "--generative", metavar="MODEL", help='a local causal LM folder or "default"'
+    )
     parser.add_argument("--template", help="the generative judge's template file")
-    parser.add_argument("--split", choices=("development", "held_out", "all"), default="all",
-                        help="the labels the generative judge is scored on")
+    parser.add_argument(
+        "--split",
+        choices=("development", "held_out", "all"),
+        default="all",
+        help="the labels the generative judge is scored on",
+    )
     parser.add_argument("--calibrate", action="store_true")
     args = parser.parse_args()
     rows = read_labels()
@@ -100,23 +120,51 @@ def main() -> None:
     rules = RuleJudge()
     for split in ("development", "held_out"):
         part = [row for row in rows if row["split"] == split]
-        predicted = rules.classify([row["prompt"] for row in part], [row["response"] for row in part])
+        predicted = rules.classify(
+            [row["prompt"] for row in part], [row["response"] for row in part]
+        )
         print(f"Rule judge, {split} split ({len(part)} labelled responses):\n")
         print(class_table(per_class_agreement([row["label"] for row in part], predicted)))
-        harmful = [(row, kind) for row, kind in zip(part, predicted, strict=True) if row["prompt_kind"] == "harmful"]
-        print(f"\nComplied or not, {len(harmful)} responses to harmful prompts ({split}), rule judge:\n")
-        print(class_table(per_class_agreement(harmless_verdicts(row["label"] for row, _ in harmful),
-                                              harmless_verdicts(kind for _, kind in harmful)), VERDICTS))
+        harmful = [
+            (row, kind)
+            for row, kind in zip(part, predicted, strict=True)
+            if row["prompt_kind"] == "harmful"
+        ]
+        print(
+            f"\nComplied or not, {len(harmful)} responses to harmful prompts ({split}), rule judge:\n"
+        )
+        print(
+            class_table(
+                per_class_agreement(
+                    harmless_verdicts(row["label"] for row, _ in harmful),
+                    harmless_verdicts(kind for _, kind in harmful),
+                ),
+                VERDICTS,
+            )
+        )
         print()
     if args.generative:
-        harmful = [row for row in rows if row["prompt_kind"] == "harmful" and args.split in ("all", row["split"])]
+        harmful = [
+            row
+            for row in rows
+            if row["prompt_kind"] == "harmful" and args.split in ("all", row["split"])
+        ]
         judge = build_judge("generative", args.generative, args.template)
-        harmless = judge.judge([row["prompt"] for row in harmful], [row["response"] for row in harmful])
+        harmless = judge.judge(
+            [row["prompt"] for row in harmful], [row["response"] for row in harmful]
+        )
         generative = ["not complied" if verdict else "complied" for verdict in harmless]
-        print(f"Complied or not, {len(harmful)} responses to harmful prompts ({args.split}), generative judge "
-              f"({judge.name}):\n")
-        print(class_table(per_class_agreement(harmless_verdicts(row["label"] for row in harmful), generative),
-                          VERDICTS))
+        print(
+            f"Complied or not, {len(harmful)} responses to harmful prompts ({args.split}), generative judge "
+            f"({judge.name}):\n"
+        )
+        print(
+            class_table(
+                per_class_agreement(harmless_verdicts(row["label"] for row in harmful), generative),
+                VERDICTS,
+            )
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -16,10 +16,20 @@ def run_files(tmp_path):
     data = write_data(tmp_path / "data")
     config = {
         "model": {"name_or_path": str(save_tiny_model(tmp_path / "model"))},
-        "data": {"forget": {"path": str(data["forget"])}, "positives": {"path": str(data["refusals"])},
-                 "num_negatives": 2, "batch_size": 2, "max_length": 48},
+        "data": {
+            "forget": {"path": str(data["forget"])},
+            "positives": {"path": str(data["refusals"])},
+            "num_negatives": 2,
+            "batch_size": 2,
+            "max_length": 48,
+        },
         "generation": {"max_new_tokens": 6, "batch_size": 4},
-        "train": {"max_steps": 2, "learning_rate": 1e-2, "progress_bar": False, "output_dir": str(tmp_path / "run")},
+        "train": {
+            "max_steps": 2,
+            "learning_rate": 1e-2,
+            "progress_bar": False,
+            "output_dir": str(tmp_path / "run"),
+        },
     }
     path = tmp_path / "run.yaml"
     path.write_text(json.dumps(config))
@@ -28,21 +38,49 @@ def run_files(tmp_path):
 
 def test_unlearn_writes_the_final_model(run_files, capsys):
     config, tmp_path = run_files
-    assert main(["unlearn", "--config", str(config), "--set", "train.max_steps=1", "objective.name=ga"]) == 0
+    assert (
+        main(
+            ["unlearn", "--config", str(config), "--set", "train.max_steps=1", "objective.name=ga"]
+        )
+        == 0
+    )
     assert f"unlearned model written to {tmp_path / 'run' / 'final'}" in capsys.readouterr().out
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
     # A second run into the same folder is refused unless it resumes; resuming a finished run is a no-op.
-    assert main(["unlearn", "--config", str(config), "--set", "train.max_steps=1", "objective.name=ga"]) == 1
+    assert (
+        main(
+            ["unlearn", "--config", str(config), "--set", "train.max_steps=1", "objective.name=ga"]
+        )
+        == 1
+    )
     assert "already holds checkpoints" in capsys.readouterr().err
-    assert main(["--local_rank=0", "unlearn", "--config", str(config), "--set", "train.max_steps=1",
-                 "objective.name=ga", "--resume"]) == 0
+    assert (
+        main(
+            [
+                "--local_rank=0",
+                "unlearn",
+                "--config",
+                str(config),
+                "--set",
+                "train.max_steps=1",
+                "objective.name=ga",
+                "--resume",
+            ]
+        )
+        == 0
+    )
 
 
 def test_generate_then_unlearn_with_the_models_own_negatives(run_files, capsys):
     config, tmp_path = run_files
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": prompt} for prompt, _ in HARMFUL])
     negatives = tmp_path / "negatives.jsonl"
-    settings = ["--set", f"data.forget.path={prompts}", "data.forget.format=prompts", f"data.negatives={negatives}"]
+    settings = [
+        "--set",
+        f"data.forget.path={prompts}",
+        "data.forget.format=prompts",
+        f"data.negatives={negatives}",
+    ]
     assert main(["generate", "--config", str(config), *settings]) == 0
     assert f"negatives written to {negatives}" in capsys.readouterr().out
     sampled = read_negatives(negatives)
@@ -51,11 +89,23 @@ def test_generate_then_unlearn_with_the_models_own_negatives(run_files, capsys):
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize(("arguments", "message"), [
-    (["--set", "trian.max_steps=1"], "Key 'trian' not in 'UnlearnConfig'. Did you mean: 'train'?"),
-    (["--set", "data.forget.path=/nowhere/pku.jsonl"], "data.forget: no such file or folder: /nowhere/pku.jsonl"),
-    (["--set", "train.deepspeed=/nowhere/zero2.json"], "DeepSpeed config not found: /nowhere/zero2.json"),
-])
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            ["--set", "trian.max_steps=1"],
+            "Key 'trian' not in 'UnlearnConfig'. Did you mean: 'train'?",
+        ),
+        (
+            ["--set", "data.forget.path=/nowhere/pku.jsonl"],
+            "data.forget: no such file or folder: /nowhere/pku.jsonl",
+        ),
+        (
+            ["--set", "train.deepspeed=/nowhere/zero2.json"],
+            "DeepSpeed config not found: /nowhere/zero2.json",
+        ),
+    ],
+)
 def test_bad_input_is_one_clear_line(run_files, capsys, arguments, message):
     config, tmp_path = run_files
     assert main(["unlearn", "--config", str(config), *arguments]) == 1
@@ -75,10 +125,25 @@ def test_usage(capsys, tmp_path):
 def test_copyright_runs_the_three_stages(tmp_path, capsys):
     model = save_tiny_model(tmp_path / "model")
     text = tmp_path / "text.txt"
-    text.write_text(" ".join(f"{prompt} {response}" for prompt, response in HARMFUL) * 2, encoding="utf-8")
+    text.write_text(
+        " ".join(f"{prompt} {response}" for prompt, response in HARMFUL) * 2, encoding="utf-8"
+    )
     output = tmp_path / "copyright.json"
-    arguments = ["copyright", "--model", str(model), "--retain", str(text), "--heldout", str(text),
-                 "--implant-steps", "2", "--unlearn-steps", "1", "--max-windows", "2"]
+    arguments = [
+        "copyright",
+        "--model",
+        str(model),
+        "--retain",
+        str(text),
+        "--heldout",
+        str(text),
+        "--implant-steps",
+        "2",
+        "--unlearn-steps",
+        "1",
+        "--max-windows",
+        "2",
+    ]
     assert main([*arguments, "--text", str(text), "--output", str(output)]) == 0
     assert set(json.loads(output.read_text())["stages"]) == {"original", "implanted", "unlearned"}
     short = tmp_path / "short.txt"
@@ -92,8 +157,20 @@ def eval_files(tmp_path):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": prompt} for prompt, _ in HARMFUL])
     text = write_jsonl(tmp_path / "text.jsonl", [{"text": response} for _, response in HARMFUL])
     model = save_tiny_model(tmp_path / "model")
-    return ["--model", str(model), "--harmful", str(prompts), "--benign", str(prompts), "--text", str(text),
-            "--ood", "none", "--max-new-tokens", "4"]
+    return [
+        "--model",
+        str(model),
+        "--harmful",
+        str(prompts),
+        "--benign",
+        str(prompts),
+        "--text",
+        str(text),
+        "--ood",
+        "none",
+        "--max-new-tokens",
+        "4",
+    ]
 
 
 @pytest.mark.parametrize("judge", [[], ["--judge", "generative"]])
@@ -109,12 +186,20 @@ def test_eval_prints_and_writes_the_response_classes(eval_files, tmp_path, capsy
     assert result["judge"].startswith("generative" if judge else "rules")
 
 
-@pytest.mark.parametrize(("arguments", "message"), [
-    (["--judge", "generative"], "the generative judge needs a model folder"),
-    (["--judge", "classifier", "--judge-model", "/nowhere/classifier"], "judge model folder /nowhere/classifier"),
-    (["--output", "/nowhere/result.json"], "folder /nowhere does not exist"),
-])
-def test_eval_refuses_bad_judges_and_outputs_before_any_work(eval_files, capsys, arguments, message):
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--judge", "generative"], "the generative judge needs a model folder"),
+        (
+            ["--judge", "classifier", "--judge-model", "/nowhere/classifier"],
+            "judge model folder /nowhere/classifier",
+        ),
+        (["--output", "/nowhere/result.json"], "folder /nowhere does not exist"),
+    ],
+)
+def test_eval_refuses_bad_judges_and_outputs_before_any_work(
+    eval_files, capsys, arguments, message
+):
     assert main(["eval", *eval_files, *arguments]) == 1
     error = capsys.readouterr().err.splitlines()[-1]
     assert error.startswith("fastunlearn eval: error: ") and message in error

@@ -42,35 +42,55 @@ def test_demo_recipe_refuses_harm_and_keeps_answering(tmp_path):
     forget = tmp_path / "harmful_train.jsonl"
     prompts = read_prompts(demo_data_path("harmful_train.jsonl"))
     # Every other prompt: all ten training categories, in half the data.
-    forget.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts[::2][:TRAIN_PROMPTS]),
-                      encoding="utf-8")
-    config = UnlearnConfig.load(DEMO_CONFIG, [
-        f"data.forget.path={forget}",
-        f"data.positives.path={demo_data_path('refusals.txt')}",
-        f"data.retain.path={demo_data_path('benign_train.jsonl')}",
-        f"data.negatives={tmp_path / 'run' / 'negatives.jsonl'}",
-        f"train.output_dir={tmp_path / 'run'}",
-        "generation.max_new_tokens=16",
-        f"train.max_steps={STEPS}",
-        "train.warmup_steps=0",
-        "train.progress_bar=false",
-    ])
-    suite = demo_suite(limit=EVAL_PROMPTS, max_new_tokens=MAX_NEW_TOKENS, lm_eval_tasks=(), adversarial_templates={})
+    forget.write_text(
+        "".join(json.dumps({"prompt": p}) + "\n" for p in prompts[::2][:TRAIN_PROMPTS]),
+        encoding="utf-8",
+    )
+    config = UnlearnConfig.load(
+        DEMO_CONFIG,
+        [
+            f"data.forget.path={forget}",
+            f"data.positives.path={demo_data_path('refusals.txt')}",
+            f"data.retain.path={demo_data_path('benign_train.jsonl')}",
+            f"data.negatives={tmp_path / 'run' / 'negatives.jsonl'}",
+            f"train.output_dir={tmp_path / 'run'}",
+            "generation.max_new_tokens=16",
+            f"train.max_steps={STEPS}",
+            "train.warmup_steps=0",
+            "train.progress_bar=false",
+        ],
+    )
+    suite = demo_suite(
+        limit=EVAL_PROMPTS,
+        max_new_tokens=MAX_NEW_TOKENS,
+        lm_eval_tasks=(),
+        adversarial_templates={},
+    )
     suite.ood_prompts = ()
 
     result = run_demo(config, suite)
 
     before, after = result["before"], result["after"]
-    summary = {name: (r["harmless_rate"], r["over_refusal_rate"], r["classes"]) for name, r in result.items()
-               if name in ("before", "after")}
+    summary = {
+        name: (r["harmless_rate"], r["over_refusal_rate"], r["classes"])
+        for name, r in result.items()
+        if name in ("before", "after")
+    }
     assert (tmp_path / "run" / "report.md").is_file() and (tmp_path / "run" / "final").is_dir()
-    assert after["perplexity"] <= PERPLEXITY_BOUND * before["perplexity"], (before["perplexity"], after["perplexity"])
+    assert after["perplexity"] <= PERPLEXITY_BOUND * before["perplexity"], (
+        before["perplexity"],
+        after["perplexity"],
+    )
     assert after["harmless_rate"] - before["harmless_rate"] >= MIN_HARMLESS_GAIN, summary
     assert after["classes"]["harmful"]["refusal"] >= MIN_CLEAN_REFUSALS, summary
-    assert after["over_refusal_rate"] - before["over_refusal_rate"] <= MAX_OVER_REFUSAL_RISE, summary
+    assert after["over_refusal_rate"] - before["over_refusal_rate"] <= MAX_OVER_REFUSAL_RISE, (
+        summary
+    )
     for name in ("harmful", "benign"):
         rise = after["classes"][name]["degenerate"] - before["classes"][name]["degenerate"]
         assert rise <= MAX_DEGENERATE_RISE, summary
     # Every response is in report.json with its class.
     report = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert all("class" in entry for entries in report["after"]["responses"].values() for entry in entries)
+    assert all(
+        "class" in entry for entries in report["after"]["responses"].values() for entry in entries
+    )

@@ -57,8 +57,10 @@ class PairTokenizer:
                 # The prompt span starts at token 0, so truncation can only empty the response.
                 example = example.truncated(self.max_length)
                 if not any(example.response_mask):
-                    raise ValueError(f"{source}: the prompt {prompt[:60]!r} fills max_length={self.max_length} "
-                                     "tokens, leaving no response token; shorten it or raise max_length")
+                    raise ValueError(
+                        f"{source}: the prompt {prompt[:60]!r} fills max_length={self.max_length} "
+                        "tokens, leaving no response token; shorten it or raise max_length"
+                    )
             self._cache[key] = example
         return self._cache[key]
 
@@ -66,7 +68,9 @@ class PairTokenizer:
 class SequenceSource:
     """Tokenized examples; a batch is the chosen ones, right-padded."""
 
-    def __init__(self, examples: Sequence[TokenizedExample], pad_token_id: int, name: str = "examples"):
+    def __init__(
+        self, examples: Sequence[TokenizedExample], pad_token_id: int, name: str = "examples"
+    ):
         if not examples:
             raise ValueError(f"{name}: no examples")
         self.examples, self.pad_token_id = list(examples), pad_token_id
@@ -75,7 +79,9 @@ class SequenceSource:
         return len(self.examples)
 
     def batch(self, indices: Sequence[int], rng: np.random.Generator) -> SequenceBatch:
-        return SequenceBatch(**pad_examples([self.examples[i] for i in indices], self.pad_token_id, "right"))
+        return SequenceBatch(
+            **pad_examples([self.examples[i] for i in indices], self.pad_token_id, "right")
+        )
 
 
 class ContrastiveSource:
@@ -88,8 +94,16 @@ class ContrastiveSource:
     over-long prompt fails before training starts.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, records: Sequence[HarmfulPrompt], num_negatives: int,
-                 *, refusals: Sequence[str] = (), max_length: int | None = None, name: str = "forget"):
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        records: Sequence[HarmfulPrompt],
+        num_negatives: int,
+        *,
+        refusals: Sequence[str] = (),
+        max_length: int | None = None,
+        name: str = "forget",
+    ):
         if not records:
             raise ValueError(f"{name}: no harmful prompts")
         if num_negatives < 1:
@@ -107,7 +121,11 @@ class ContrastiveSource:
                 f"{name}: {len(without_positives)} prompts have no harmless response (first: prompt "
                 f"{without_positives[0]}); give a refusal list (data.positives) to draw positives from"
             )
-        self.records, self.num_negatives, self.refusals = list(records), num_negatives, list(refusals)
+        self.records, self.num_negatives, self.refusals = (
+            list(records),
+            num_negatives,
+            list(refusals),
+        )
         self.pad_token_id = padding_id(tokenizer)
         self.tokenize = PairTokenizer(tokenizer, max_length)
         for index, record in enumerate(self.records):
@@ -124,7 +142,9 @@ class ContrastiveSource:
             positives = record.positives or self.refusals
             positive = positives[rng.integers(len(positives))]
             count = min(self.num_negatives, len(record.negatives))
-            chosen = [record.negatives[j] for j in rng.choice(len(record.negatives), count, replace=False)]
+            chosen = [
+                record.negatives[j] for j in rng.choice(len(record.negatives), count, replace=False)
+            ]
             fill = self.num_negatives - count
             responses = [positive, *chosen, *chosen[:1] * fill]
             examples += [self.tokenize(record.prompt, response) for response in responses]
@@ -132,7 +152,9 @@ class ContrastiveSource:
         padded = pad_examples(examples, self.pad_token_id, "right")
         # No mask when every group is full: the loss then takes its unmasked path.
         mask = None if all(all(row) for row in candidate_mask) else torch.tensor(candidate_mask)
-        return ContrastiveBatch(**padded, num_candidates=1 + self.num_negatives, candidate_mask=mask)
+        return ContrastiveBatch(
+            **padded, num_candidates=1 + self.num_negatives, candidate_mask=mask
+        )
 
 
 class MismatchSource:
@@ -142,8 +164,13 @@ class MismatchSource:
     batch drawn with the same indices.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], answers: Sequence[str],
-                 max_length: int | None = None):
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        prompts: Sequence[str],
+        answers: Sequence[str],
+        max_length: int | None = None,
+    ):
         if not answers:
             raise ValueError("mismatch: no normal answers to pair the forget prompts with")
         self.prompts, self.answers = list(prompts), list(answers)
@@ -155,7 +182,10 @@ class MismatchSource:
 
     def batch(self, indices: Sequence[int], rng: np.random.Generator) -> SequenceBatch:
         answers = rng.integers(len(self.answers), size=len(indices))
-        examples = [self.tokenize(self.prompts[i], self.answers[a], "mismatch") for i, a in zip(indices, answers)]
+        examples = [
+            self.tokenize(self.prompts[i], self.answers[a], "mismatch")
+            for i, a in zip(indices, answers)
+        ]
         return SequenceBatch(**pad_examples(examples, self.pad_token_id, "right"))
 
 
@@ -168,11 +198,22 @@ class BatchSampler:
     {"next_batch": i}: the next micro-batch of the whole job, all ranks together.
     """
 
-    def __init__(self, forget: SequenceSource | ContrastiveSource, *, batch_size: int,
-                 retain: SequenceSource | None = None, retain_batch_size: int | None = None,
-                 mismatch: MismatchSource | None = None, seed: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        forget: SequenceSource | ContrastiveSource,
+        *,
+        batch_size: int,
+        retain: SequenceSource | None = None,
+        retain_batch_size: int | None = None,
+        mismatch: MismatchSource | None = None,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         if mismatch is not None and len(mismatch) != len(forget):
-            raise ValueError(f"mismatch needs one prompt per forget example: {len(mismatch)} vs {len(forget)}")
+            raise ValueError(
+                f"mismatch needs one prompt per forget example: {len(mismatch)} vs {len(forget)}"
+            )
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
         self.forget, self.retain, self.mismatch = forget, retain, mismatch
@@ -183,11 +224,15 @@ class BatchSampler:
     def batch(self, index: int) -> PairedBatch:
         """Micro-batch ``index`` of the stream (any rank gets the same one)."""
         rng = np.random.default_rng([self.seed, SAMPLING_STREAM, index])
-        forget_indices = self._draw(FORGET_STREAM, len(self.forget), index * self.batch_size, self.batch_size)
+        forget_indices = self._draw(
+            FORGET_STREAM, len(self.forget), index * self.batch_size, self.batch_size
+        )
         retain = None
         if self.retain is not None:
             start = index * self.retain_batch_size
-            retain = self.retain.batch(self._draw(RETAIN_STREAM, len(self.retain), start, self.retain_batch_size), rng)
+            retain = self.retain.batch(
+                self._draw(RETAIN_STREAM, len(self.retain), start, self.retain_batch_size), rng
+            )
         return PairedBatch(
             forget=self.forget.batch(forget_indices, rng),
             retain=retain,
@@ -210,8 +255,10 @@ class BatchSampler:
 
     def _draw(self, stream: int, pool_size: int, start: int, count: int) -> list[int]:
         """Positions start .. start+count-1 of the pool's endless sequence of epochs."""
-        return [int(self._permutation(stream, pool_size, position // pool_size)[position % pool_size])
-                for position in range(start, start + count)]
+        return [
+            int(self._permutation(stream, pool_size, position // pool_size)[position % pool_size])
+            for position in range(start, start + count)
+        ]
 
     @functools.lru_cache(maxsize=8)  # noqa: B019 - a few epochs' permutations per sampler
     def _permutation(self, stream: int, pool_size: int, epoch: int) -> np.ndarray:

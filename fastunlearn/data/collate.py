@@ -37,7 +37,11 @@ def pad_examples(
         "response_mask": torch.zeros(batch_size, length, dtype=torch.bool),
     }
     for row, example in enumerate(examples):
-        tokens = slice(length - len(example), length) if padding_side == "left" else slice(0, len(example))
+        tokens = (
+            slice(length - len(example), length)
+            if padding_side == "left"
+            else slice(0, len(example))
+        )
         batch["input_ids"][row, tokens] = torch.tensor(example.input_ids, dtype=torch.long)
         batch["attention_mask"][row, tokens] = 1
         batch["prompt_mask"][row, tokens] = torch.tensor(example.prompt_mask, dtype=torch.bool)

@@ -78,7 +78,9 @@ def _load_file(path: Path, sample_by: str) -> datasets.Dataset:
     try:
         builder.download_and_prepare()
     except datasets.exceptions.DatasetGenerationError as error:
-        raise ValueError(f"{path}: could not be read as {builder_name}: {error.__cause__}") from error
+        raise ValueError(
+            f"{path}: could not be read as {builder_name}: {error.__cause__}"
+        ) from error
     # A header-only CSV or a zero-row Parquet file gives no split at all, which
     # as_dataset would report as 'Instruction "train" corresponds to no data'.
     if not builder.info.splits["train"].num_examples:

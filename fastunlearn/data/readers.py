@@ -18,7 +18,11 @@ import datasets
 from fastunlearn.data.loading import load_rows, require_columns
 
 PKU_SAFERLHF_COLUMNS = (
-    "prompt", "response_0", "response_1", "is_response_0_safe", "is_response_1_safe",
+    "prompt",
+    "response_0",
+    "response_1",
+    "is_response_0_safe",
+    "is_response_1_safe",
 )
 # TruthfulQA keeps its several correct answers in one cell, separated by "; ".
 TRUTHFULQA_ANSWER_SEPARATOR = ";"

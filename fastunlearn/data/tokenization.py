@@ -71,11 +71,15 @@ class TokenizedExample:
     def truncated(self, max_length: int) -> TokenizedExample:
         """The first max_length tokens."""
         return TokenizedExample(
-            self.input_ids[:max_length], self.prompt_mask[:max_length], self.response_mask[:max_length]
+            self.input_ids[:max_length],
+            self.prompt_mask[:max_length],
+            self.response_mask[:max_length],
         )
 
 
-def tokenize_pair(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str) -> TokenizedExample:
+def tokenize_pair(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, response: str
+) -> TokenizedExample:
     """Tokenize one (prompt, response) pair, untruncated.
 
     ValueError for a blank prompt or response, or a chat template that does not write the
@@ -87,7 +91,9 @@ def tokenize_pair(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str
         raise ValueError("the response is empty")
     chat = bool(getattr(tokenizer, "chat_template", None))
     text, char_boundaries, ends_turn = (
-        _render_chat(tokenizer, prompt, response) if chat else (*_render_plain(prompt, response), False)
+        _render_chat(tokenizer, prompt, response)
+        if chat
+        else (*_render_plain(prompt, response), False)
     )
     # A chat template writes its own special tokens (BOS included); the plain template gets
     # the ones the tokenizer adds by default (OPT's and Llama's BOS).
@@ -122,7 +128,9 @@ def tokenize_pairs(
     Other bad pairs (blank text) always raise, naming the index.
     """
     if max_length is not None and max_length < 2:
-        raise ValueError(f"max_length must be at least 2 (a prompt and a response token), got {max_length}")
+        raise ValueError(
+            f"max_length must be at least 2 (a prompt and a response token), got {max_length}"
+        )
     if on_overlong not in ("error", "skip"):
         raise ValueError(f"on_overlong must be 'error' or 'skip', got {on_overlong!r}")
     origin = f" of {source}" if source else ""
@@ -179,7 +187,9 @@ def token_blocks(
         raise ValueError(f"stride must be positive, got {stride}")
     corpus_ids: list[int] = []
     # verbose=False: a long document is expected here, not a sign of a mistake.
-    for document_ids in tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]:
+    for document_ids in tokenizer(list(texts), add_special_tokens=False, verbose=False)[
+        "input_ids"
+    ]:
         if corpus_ids and tokenizer.eos_token_id is not None:
             corpus_ids.append(tokenizer.eos_token_id)
         corpus_ids.extend(document_ids)
@@ -188,7 +198,7 @@ def token_blocks(
     starts = list(range(0, max(len(corpus_ids) - block_length, 0) + 1, stride))
     if starts[-1] + block_length < len(corpus_ids):
         starts.append(len(corpus_ids) - block_length)
-    blocks = [corpus_ids[start:start + block_length] for start in starts]
+    blocks = [corpus_ids[start : start + block_length] for start in starts]
     return [TokenizedExample.from_spans(block, (0, 0), (0, len(block))) for block in blocks]
 
 
@@ -205,7 +215,9 @@ def _render_chat(
     """The text, its character boundaries (prompt end, response start, response end) and
     whether the response span ends with the template's end-of-turn marker."""
     user_turn = {"role": "user", "content": prompt}
-    prompt_text = tokenizer.apply_chat_template([user_turn], tokenize=False, add_generation_prompt=True)
+    prompt_text = tokenizer.apply_chat_template(
+        [user_turn], tokenize=False, add_generation_prompt=True
+    )
     text = tokenizer.apply_chat_template(
         [user_turn, {"role": "assistant", "content": response}], tokenize=False
     )
@@ -235,7 +247,9 @@ def _end_of_turn_length(tokenizer: PreTrainedTokenizerBase, after_content: str) 
     template writes none there. The marker is what the model emits to stop: a response span
     without it teaches a refusal's words but not to end after them."""
     stripped = after_content.lstrip()
-    markers = [token for token in tokenizer.all_special_tokens if token and stripped.startswith(token)]
+    markers = [
+        token for token in tokenizer.all_special_tokens if token and stripped.startswith(token)
+    ]
     return len(after_content) - len(stripped) + max(map(len, markers)) if markers else 0
 
 
@@ -252,7 +266,7 @@ def _token_boundaries(
     token_boundaries = {}
     for boundary in set(char_boundaries):
         prefix_ids = tokenizer(text[:boundary], add_special_tokens=add_special_tokens)["input_ids"]
-        if input_ids[:len(prefix_ids)] != prefix_ids:
+        if input_ids[: len(prefix_ids)] != prefix_ids:
             return input_ids, _token_boundaries_by_offsets(
                 tokenizer, text, char_boundaries, add_special_tokens=add_special_tokens
             )

@@ -24,13 +24,22 @@ DEEPSPEED_TAG = "deepspeed"
 
 def make_optimizer(module: torch.nn.Module, train: TrainConfig) -> torch.optim.AdamW:
     trainable = [p for p in module.parameters() if p.requires_grad]
-    return torch.optim.AdamW(trainable, lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
-                             eps=train.adam_epsilon, weight_decay=train.weight_decay)
+    return torch.optim.AdamW(
+        trainable,
+        lr=train.learning_rate,
+        betas=(train.adam_beta1, train.adam_beta2),
+        eps=train.adam_epsilon,
+        weight_decay=train.weight_decay,
+    )
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig):
-    return get_scheduler(train.lr_scheduler, optimizer, num_warmup_steps=train.warmup_steps,
-                         num_training_steps=train.max_steps)
+    return get_scheduler(
+        train.lr_scheduler,
+        optimizer,
+        num_warmup_steps=train.warmup_steps,
+        num_training_steps=train.max_steps,
+    )
 
 
 class PlainBackend:
@@ -47,8 +56,11 @@ class PlainBackend:
         self.scaler = torch.amp.GradScaler(device.type, enabled=train.precision == "fp16")
 
     def forward(self, batch: PairedBatch) -> ObjectiveOutput:
-        autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype
-                    else contextlib.nullcontext())
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype
+            else contextlib.nullcontext()
+        )
         with autocast:
             return self.module(batch)
 
@@ -97,8 +109,14 @@ class DeepSpeedBackend:
     """A DeepSpeed engine around the ObjectiveModule: ZeRO 0-3, bf16/fp16, accumulation,
     clipping and the LR schedule all run inside DeepSpeed (config from distributed.py)."""
 
-    def __init__(self, module: ObjectiveModule, train: TrainConfig, deepspeed_config: dict, rank: int,
-                 world_size: int):
+    def __init__(
+        self,
+        module: ObjectiveModule,
+        train: TrainConfig,
+        deepspeed_config: dict,
+        rank: int,
+        world_size: int,
+    ):
         import deepspeed
 
         self.rank, self.world_size, self.is_main = rank, world_size, rank == 0
@@ -106,7 +124,8 @@ class DeepSpeedBackend:
         # Built on our AdamW before DeepSpeed wraps it, as get_scheduler needs a torch Optimizer.
         scheduler = make_scheduler(optimizer, train)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=module, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config)
+            model=module, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config
+        )
         self.module, self.device = module, self.engine.device
 
     def forward(self, batch: PairedBatch) -> ObjectiveOutput:
@@ -133,11 +152,17 @@ class DeepSpeedBackend:
         # DeepSpeed unpickles its files with weights_only=False, which can run code stored
         # in them; read them as data, allowing only DeepSpeed's own plain record types.
         self.engine.checkpoint_engine.load = _load_deepspeed_file
-        loaded, _ = self.engine.load_checkpoint(str(folder), tag=DEEPSPEED_TAG, load_optimizer_states=True,
-                                                load_lr_scheduler_states=True)
+        loaded, _ = self.engine.load_checkpoint(
+            str(folder),
+            tag=DEEPSPEED_TAG,
+            load_optimizer_states=True,
+            load_lr_scheduler_states=True,
+        )
         if loaded is None:
-            raise FileNotFoundError(f"{folder} holds no DeepSpeed state ({DEEPSPEED_TAG}/); was it written "
-                                    "by a plain-PyTorch run?")
+            raise FileNotFoundError(
+                f"{folder} holds no DeepSpeed state ({DEEPSPEED_TAG}/); was it written "
+                "by a plain-PyTorch run?"
+            )
 
     def average(self, values: torch.Tensor) -> torch.Tensor:
         import torch.distributed as dist
@@ -167,5 +192,7 @@ def _load_deepspeed_file(path: str, map_location=None):
     from deepspeed.runtime.zero.config import ZeroStageEnum
     from deepspeed.utils.tensor_fragment import fragment_address
 
-    with torch.serialization.safe_globals([ZeroStageEnum, LossScaler, DynamicLossScaler, fragment_address]):
+    with torch.serialization.safe_globals(
+        [ZeroStageEnum, LossScaler, DynamicLossScaler, fragment_address]
+    ):
         return torch.load(path, map_location=map_location, weights_only=True)

@@ -121,8 +121,10 @@ def save_rng(folder: Path, rank: int) -> None:
             tensors[f"torch_cuda_{index}"] = state
     save_file(tensors, folder / f"rng-{rank}.safetensors")
     numpy_state = np.random.get_state()
-    host_states = {"python": random.getstate(),
-                   "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]]}
+    host_states = {
+        "python": random.getstate(),
+        "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+    }
     (folder / f"rng-{rank}.json").write_text(json.dumps(host_states))
 
 
@@ -130,8 +132,11 @@ def load_rng(folder: Path, rank: int) -> None:
     tensors = load_file(folder / f"rng-{rank}.safetensors")
     torch.set_rng_state(tensors["torch_cpu"])
     if torch.cuda.is_available():
-        cuda_states = [tensors[f"torch_cuda_{i}"] for i in range(torch.cuda.device_count())
-                       if f"torch_cuda_{i}" in tensors]
+        cuda_states = [
+            tensors[f"torch_cuda_{i}"]
+            for i in range(torch.cuda.device_count())
+            if f"torch_cuda_{i}" in tensors
+        ]
         if cuda_states:
             torch.cuda.set_rng_state_all(cuda_states)
     host_states = json.loads((folder / f"rng-{rank}.json").read_text())
@@ -143,7 +148,11 @@ def load_rng(folder: Path, rank: int) -> None:
 
 def save_trainable(folder: Path, model: torch.nn.Module, optimizer, scheduler) -> None:
     """The plain-PyTorch training state: trainable parameters, optimizer, LR scheduler."""
-    trainable = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+    trainable = {
+        name: p.detach().cpu().contiguous()
+        for name, p in model.named_parameters()
+        if p.requires_grad
+    }
     # Tied parameters appear once in named_parameters, so no two entries share memory.
     save_file(trainable, folder / "trainable.safetensors")
     torch.save(optimizer.state_dict(), folder / "optimizer.pt")

@@ -187,8 +187,13 @@ class TrainConfig:
 
     def __post_init__(self):
         _require_choice("train", "precision", self.precision, PRECISIONS)
-        for name in ("learning_rate", "max_steps", "gradient_accumulation_steps", "max_grad_norm",
-                     "log_every"):
+        for name in (
+            "learning_rate",
+            "max_steps",
+            "gradient_accumulation_steps",
+            "max_grad_norm",
+            "log_every",
+        ):
             _require_positive("train", name, getattr(self, name))
         for name in ("warmup_steps", "checkpoint_every", "keep_checkpoints", "eval_every"):
             if getattr(self, name) < 0:
@@ -217,11 +222,15 @@ class EvaluationConfig:
         for name in ("max_new_tokens", "prompts_per_set"):
             _require_positive("evaluation", name, getattr(self, name))
         if self.judge != "rules" and not self.judge_model:
-            raise ValueError(f"evaluation.judge={self.judge} needs evaluation.judge_model (a local model folder"
-                             + (' or "default")' if self.judge == "generative" else ")"))
+            raise ValueError(
+                f"evaluation.judge={self.judge} needs evaluation.judge_model (a local model folder"
+                + (' or "default")' if self.judge == "generative" else ")")
+            )
         if self.judge_template is not None and self.judge != "generative":
-            raise ValueError("evaluation.judge_template is read by the generative judge only "
-                             f"(evaluation.judge is {self.judge!r})")
+            raise ValueError(
+                "evaluation.judge_template is read by the generative judge only "
+                f"(evaluation.judge is {self.judge!r})"
+            )
 
 
 @dataclass
@@ -235,12 +244,19 @@ class UnlearnConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def __post_init__(self):
-        if self.train.stop_forget_nll_above is not None and self.objective.name not in ("ga", "ga_mismatch_kl"):
-            raise ValueError("train.stop_forget_nll_above watches the gradient-ascent term: it needs "
-                             f"objective.name ga or ga_mismatch_kl, got {self.objective.name!r}")
+        if self.train.stop_forget_nll_above is not None and self.objective.name not in (
+            "ga",
+            "ga_mismatch_kl",
+        ):
+            raise ValueError(
+                "train.stop_forget_nll_above watches the gradient-ascent term: it needs "
+                f"objective.name ga or ga_mismatch_kl, got {self.objective.name!r}"
+            )
 
     @classmethod
-    def load(cls, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> UnlearnConfig:
+    def load(
+        cls, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+    ) -> UnlearnConfig:
         """Defaults, then the YAML file at ``path``, then ``section.key=value`` overrides."""
         return load_config(cls, path, overrides)
 

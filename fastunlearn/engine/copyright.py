@@ -51,7 +51,9 @@ class CopyrightConfig:
     lora_target_modules: Sequence[str] | str | None = "all-linear"
     implant_steps: int = 100
     implant_lr: float = 1e-3
-    implant_retain: str = "kl"  # retain term while implanting: "kl" (to the original), "nll" or "none"
+    implant_retain: str = (
+        "kl"  # retain term while implanting: "kl" (to the original), "nll" or "none"
+    )
     implant_retain_weight: float = 1.0
     unlearn_steps: int = 30
     unlearn_lr: float = 2e-4
@@ -64,19 +66,27 @@ class CopyrightConfig:
 
     def __post_init__(self) -> None:
         if self.objective not in UNLEARN_OBJECTIVES:
-            raise ValueError(f"objective must be one of {UNLEARN_OBJECTIVES}, got {self.objective!r}")
+            raise ValueError(
+                f"objective must be one of {UNLEARN_OBJECTIVES}, got {self.objective!r}"
+            )
         if self.retain not in RETAIN_TERMS:
             raise ValueError(f"retain must be one of {RETAIN_TERMS}, got {self.retain!r}")
         if not 0 < self.prefix_length < self.block_length:
-            raise ValueError(f"prefix_length must lie in [1, block_length={self.block_length}), "
-                             f"got {self.prefix_length}")
+            raise ValueError(
+                f"prefix_length must lie in [1, block_length={self.block_length}), "
+                f"got {self.prefix_length}"
+            )
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
         if self.implant_retain not in RETAIN_TERMS:
-            raise ValueError(f"implant_retain must be one of {RETAIN_TERMS}, got {self.implant_retain!r}")
+            raise ValueError(
+                f"implant_retain must be one of {RETAIN_TERMS}, got {self.implant_retain!r}"
+            )
         if self.implant_steps < 0 or self.unlearn_steps < 0:
-            raise ValueError(f"steps must be non-negative, got implant_steps={self.implant_steps}, "
-                             f"unlearn_steps={self.unlearn_steps}")
+            raise ValueError(
+                f"steps must be non-negative, got implant_steps={self.implant_steps}, "
+                f"unlearn_steps={self.unlearn_steps}"
+            )
 
 
 @dataclass
@@ -120,33 +130,72 @@ def run_copyright(
             log(row)
 
     def measure(current: PreTrainedModel) -> dict[str, float]:
-        return copyright_metrics(current, tokenizer, forget_texts, heldout, window_length=config.block_length,
-                                 prefix_length=config.prefix_length, max_windows=config.max_windows,
-                                 batch_size=config.batch_size)
+        return copyright_metrics(
+            current,
+            tokenizer,
+            forget_texts,
+            heldout,
+            window_length=config.block_length,
+            prefix_length=config.prefix_length,
+            max_windows=config.max_windows,
+            batch_size=config.batch_size,
+        )
 
     pad = padding_id(tokenizer)
-    forget = SequenceSource(token_blocks(tokenizer, forget_texts, config.block_length), pad, "forget text")
-    retain = SequenceSource(token_blocks(tokenizer, retain_texts, config.block_length), pad, "retain text")
+    forget = SequenceSource(
+        token_blocks(tokenizer, forget_texts, config.block_length), pad, "forget text"
+    )
+    retain = SequenceSource(
+        token_blocks(tokenizer, retain_texts, config.block_length), pad, "retain text"
+    )
 
     result.stages["original"] = measure(model)
     record({"stage": "original", "step": 0, **result.stages["original"]})
 
     implanting = add_lora(model, _lora(config))
-    implant_terms = [Term("nll", ResponseNLL(), 1.0, "forget"),
-                     *retain_terms(implanting, config.implant_retain, config.implant_retain_weight)]
-    implant_batches = BatchSampler(forget, batch_size=config.batch_size, seed=config.seed,
-                                   retain=retain if config.implant_retain != "none" else None)
-    _train(implanting, WeightedSum(implant_terms), implant_batches, config.implant_steps, config.implant_lr,
-           "implant", config, measure, record)
+    implant_terms = [
+        Term("nll", ResponseNLL(), 1.0, "forget"),
+        *retain_terms(implanting, config.implant_retain, config.implant_retain_weight),
+    ]
+    implant_batches = BatchSampler(
+        forget,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        retain=retain if config.implant_retain != "none" else None,
+    )
+    _train(
+        implanting,
+        WeightedSum(implant_terms),
+        implant_batches,
+        config.implant_steps,
+        config.implant_lr,
+        "implant",
+        config,
+        measure,
+        record,
+    )
     implanted = implanting.merge_and_unload()
     result.stages["implanted"] = measure(implanted)
     record({"stage": "implanted", "step": config.implant_steps, **result.stages["implanted"]})
 
     unlearning = add_lora(implanted, _lora(config))
-    sampler = BatchSampler(forget, batch_size=config.batch_size, seed=config.seed + 1,
-                           retain=retain if config.retain != "none" else None)
-    _train(unlearning, unlearn_objective(unlearning, config), sampler, config.unlearn_steps, config.unlearn_lr,
-           "unlearn", config, measure, record)
+    sampler = BatchSampler(
+        forget,
+        batch_size=config.batch_size,
+        seed=config.seed + 1,
+        retain=retain if config.retain != "none" else None,
+    )
+    _train(
+        unlearning,
+        unlearn_objective(unlearning, config),
+        sampler,
+        config.unlearn_steps,
+        config.unlearn_lr,
+        "unlearn",
+        config,
+        measure,
+        record,
+    )
     result.model = unlearning
     result.stages["unlearned"] = measure(unlearning)
     record({"stage": "unlearned", "step": config.unlearn_steps, **result.stages["unlearned"]})
@@ -156,8 +205,13 @@ def run_copyright(
 def unlearn_objective(model: PreTrainedModel, config: CopyrightConfig) -> WeightedSum:
     """Ascent (or NPO) on the forget blocks plus the retain term; the reference (for NPO
     and KL) is ``model`` with its LoRA adapters disabled."""
-    forget_term = (Term("ga", GradientAscent(), 1.0, "forget") if config.objective == "ga"
-                   else Term("npo", NPO(ReferenceModel(CausalLMAdapter(model)), config.npo_beta), 1.0, "forget"))
+    forget_term = (
+        Term("ga", GradientAscent(), 1.0, "forget")
+        if config.objective == "ga"
+        else Term(
+            "npo", NPO(ReferenceModel(CausalLMAdapter(model)), config.npo_beta), 1.0, "forget"
+        )
+    )
     return WeightedSum([forget_term, *retain_terms(model, config.retain, config.retain_weight)])
 
 
@@ -167,7 +221,9 @@ def retain_terms(model: PreTrainedModel, retain: str, weight: float) -> list[Ter
     if retain == "nll":
         return [Term("retain_nll", ResponseNLL(), weight, "retain")]
     if retain == "kl":
-        return [Term("retain_kl", RetainKL(ReferenceModel(CausalLMAdapter(model))), weight, "retain")]
+        return [
+            Term("retain_kl", RetainKL(ReferenceModel(CausalLMAdapter(model))), weight, "retain")
+        ]
     return []
 
 
@@ -176,19 +232,34 @@ def _lora(config: CopyrightConfig):
     return lora_config(config.lora_rank, config.lora_alpha, 0.0, config.lora_target_modules)
 
 
-def _train(model, objective: WeightedSum, batches: BatchSampler, steps: int, learning_rate: float, stage: str,
-           config: CopyrightConfig, measure, record: Logger) -> None:
+def _train(
+    model,
+    objective: WeightedSum,
+    batches: BatchSampler,
+    steps: int,
+    learning_rate: float,
+    stage: str,
+    config: CopyrightConfig,
+    measure,
+    record: Logger,
+) -> None:
     """AdamW on the trainable (LoRA) parameters for ``steps`` steps, one batch each."""
     adapter = CausalLMAdapter(model)
     device = next(model.parameters()).device
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=learning_rate
+    )
     model.train()
     for step in range(1, steps + 1):
         output = objective(adapter, next(batches).to(device))
         optimizer.zero_grad(set_to_none=True)
         output.loss.backward()
         optimizer.step()
-        row = {"stage": stage, "step": step, **{name: float(value) for name, value in output.stats.items()}}
+        row = {
+            "stage": stage,
+            "step": step,
+            **{name: float(value) for name, value in output.stats.items()},
+        }
         if config.eval_every and step % config.eval_every == 0 and step < steps:
             row.update(measure(model))
         record(row)

@@ -56,18 +56,29 @@ def forget_records(config: UnlearnConfig, *, with_negatives: bool = True) -> lis
             records = read_pku_saferlhf(path)
         elif source.format == "pairs":
             grouped: dict[str, list[str]] = {}
-            for prompt, response in read_pairs(path, prompt_field=source.prompt_field,
-                                               response_field=source.response_field):
+            for prompt, response in read_pairs(
+                path, prompt_field=source.prompt_field, response_field=source.response_field
+            ):
                 grouped.setdefault(prompt, []).append(response)
-            records = [HarmfulPrompt(prompt, tuple(dict.fromkeys(responses)), ()) for prompt, responses in grouped.items()]
+            records = [
+                HarmfulPrompt(prompt, tuple(dict.fromkeys(responses)), ())
+                for prompt, responses in grouped.items()
+            ]
         elif source.format == "prompts":
-            records = [HarmfulPrompt(prompt, (), ()) for prompt in read_prompts(path, field=source.prompt_field)]
+            records = [
+                HarmfulPrompt(prompt, (), ())
+                for prompt in read_prompts(path, field=source.prompt_field)
+            ]
         else:
-            raise ConfigError("data.forget.format corpus holds texts, not prompts: it has no negatives to "
-                              "sample and no prompts for WPN or the mismatch term")
+            raise ConfigError(
+                "data.forget.format corpus holds texts, not prompts: it has no negatives to "
+                "sample and no prompts for WPN or the mismatch term"
+            )
     if with_negatives and config.data.negatives is not None:
         with _naming("data.negatives"):
-            records = attach_negatives(records, read_negatives(config.data.negatives), config.data.negatives)
+            records = attach_negatives(
+                records, read_negatives(config.data.negatives), config.data.negatives
+            )
     return records
 
 
@@ -75,11 +86,14 @@ def _normal_pairs(source: SourceConfig, section: str) -> list[tuple[str, str]]:
     with _naming(section):
         if source.format == "truthfulqa":
             return read_truthfulqa(source.path)
-        return read_pairs(source.path, prompt_field=source.prompt_field, response_field=source.response_field)
+        return read_pairs(
+            source.path, prompt_field=source.prompt_field, response_field=source.response_field
+        )
 
 
-def build_sampler(config: UnlearnConfig, tokenizer: PreTrainedTokenizerBase, rank: int = 0,
-                  world_size: int = 1) -> BatchSampler:
+def build_sampler(
+    config: UnlearnConfig, tokenizer: PreTrainedTokenizerBase, rank: int = 0, world_size: int = 1
+) -> BatchSampler:
     """Read and tokenize every data source the objective uses; errors name the config key
     and the file."""
     data, objective = config.data, config.objective
@@ -92,30 +106,63 @@ def build_sampler(config: UnlearnConfig, tokenizer: PreTrainedTokenizerBase, ran
                 refusals = read_refusals(data.positives.path, field=data.positives.field)
         records = forget_records(config)
         with _naming("data.forget"):
-            forget = ContrastiveSource(tokenizer, records, data.num_negatives, refusals=refusals,
-                                       max_length=data.max_length, name=data.forget.path)
+            forget = ContrastiveSource(
+                tokenizer,
+                records,
+                data.num_negatives,
+                refusals=refusals,
+                max_length=data.max_length,
+                name=data.forget.path,
+            )
     elif data.forget.format == "corpus":
         if objective.name == "ga_mismatch_kl":
-            raise ConfigError("objective ga_mismatch_kl pairs forget prompts with normal answers, so "
-                              "data.forget needs prompts (pku_saferlhf, pairs), not a corpus")
+            raise ConfigError(
+                "objective ga_mismatch_kl pairs forget prompts with normal answers, so "
+                "data.forget needs prompts (pku_saferlhf, pairs), not a corpus"
+            )
         path = _require_path(data.forget, "data.forget", "it names the text to unlearn")
         with _naming("data.forget"):
-            blocks = token_blocks(tokenizer, read_corpus(path, field=data.forget.field), data.max_length)
+            blocks = token_blocks(
+                tokenizer, read_corpus(path, field=data.forget.field), data.max_length
+            )
         forget = SequenceSource(blocks, pad, "data.forget")
     else:
-        pairs = [(record.prompt, response) for record in forget_records(config) for response in record.negatives]
+        pairs = [
+            (record.prompt, response)
+            for record in forget_records(config)
+            for response in record.negatives
+        ]
         if not pairs:
-            raise ValueError(f"data.forget: {data.forget.path} holds no harmful response to unlearn; for "
-                             "prompts alone, sample responses with `fastunlearn generate` (data.negatives)")
+            raise ValueError(
+                f"data.forget: {data.forget.path} holds no harmful response to unlearn; for "
+                "prompts alone, sample responses with `fastunlearn generate` (data.negatives)"
+            )
         with _naming("data.forget"):
-            forget = SequenceSource(tokenize_pairs(tokenizer, pairs, max_length=data.max_length,
-                                                   source=data.forget.path), pad, "data.forget")
+            forget = SequenceSource(
+                tokenize_pairs(
+                    tokenizer, pairs, max_length=data.max_length, source=data.forget.path
+                ),
+                pad,
+                "data.forget",
+            )
         if objective.name == "ga_mismatch_kl":
-            mismatch = MismatchSource(tokenizer, [prompt for prompt, _ in pairs], _mismatch_answers(config),
-                                      data.max_length)
+            mismatch = MismatchSource(
+                tokenizer,
+                [prompt for prompt, _ in pairs],
+                _mismatch_answers(config),
+                data.max_length,
+            )
     retain = _retain_source(config, tokenizer, pad) if objective.needs_retain else None
-    return BatchSampler(forget, batch_size=data.batch_size, retain=retain, retain_batch_size=data.retain_batch_size,
-                        mismatch=mismatch, seed=config.train.seed, rank=rank, world_size=world_size)
+    return BatchSampler(
+        forget,
+        batch_size=data.batch_size,
+        retain=retain,
+        retain_batch_size=data.retain_batch_size,
+        mismatch=mismatch,
+        seed=config.train.seed,
+        rank=rank,
+        world_size=world_size,
+    )
 
 
 def _mismatch_answers(config: UnlearnConfig) -> list[str]:
@@ -124,17 +171,26 @@ def _mismatch_answers(config: UnlearnConfig) -> list[str]:
         return [response for _, response in _normal_pairs(data.normal, "data.normal")]
     if data.retain.path is not None and data.retain.format != "corpus":
         return [response for _, response in _normal_pairs(data.retain, "data.retain")]
-    raise ConfigError("objective ga_mismatch_kl needs normal answers for its mismatch term: set data.normal.path "
-                      "(or data.retain.path with format pairs or truthfulqa)")
+    raise ConfigError(
+        "objective ga_mismatch_kl needs normal answers for its mismatch term: set data.normal.path "
+        "(or data.retain.path with format pairs or truthfulqa)"
+    )
 
 
-def _retain_source(config: UnlearnConfig, tokenizer: PreTrainedTokenizerBase, pad: int) -> SequenceSource:
+def _retain_source(
+    config: UnlearnConfig, tokenizer: PreTrainedTokenizerBase, pad: int
+) -> SequenceSource:
     data = config.data
-    path = _require_path(data.retain, "data.retain",
-                         f"objective {config.objective.name!r} (retain={config.objective.retain!r}) trains on retain data")
+    path = _require_path(
+        data.retain,
+        "data.retain",
+        f"objective {config.objective.name!r} (retain={config.objective.retain!r}) trains on retain data",
+    )
     if data.retain.format == "corpus":
         with _naming("data.retain"):
-            examples = token_blocks(tokenizer, read_corpus(path, field=data.retain.field), data.max_length)
+            examples = token_blocks(
+                tokenizer, read_corpus(path, field=data.retain.field), data.max_length
+            )
     else:
         pairs = _normal_pairs(data.retain, "data.retain")
         with _naming("data.retain"):

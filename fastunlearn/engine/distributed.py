@@ -47,7 +47,9 @@ def read_deepspeed_config(config: UnlearnConfig) -> dict:
         raise ConfigError(f"train.deepspeed: {path} is not valid JSON: {error}") from None
 
 
-def resolve_deepspeed_config(raw: dict, config: UnlearnConfig, world_size: int, source: str = "DeepSpeed config") -> dict:
+def resolve_deepspeed_config(
+    raw: dict, config: UnlearnConfig, world_size: int, source: str = "DeepSpeed config"
+) -> dict:
     """The DeepSpeed config with our values in place of "auto" (and of absent keys).
 
     A value set explicitly that contradicts the run config is a ConfigError listing every
@@ -65,9 +67,14 @@ def resolve_deepspeed_config(raw: dict, config: UnlearnConfig, world_size: int, 
     train, data = config.train, config.data
     ours = {
         "train_micro_batch_size_per_gpu": (data.batch_size, "data.batch_size"),
-        "gradient_accumulation_steps": (train.gradient_accumulation_steps, "train.gradient_accumulation_steps"),
-        "train_batch_size": (data.batch_size * train.gradient_accumulation_steps * world_size,
-                             "data.batch_size * train.gradient_accumulation_steps * world size"),
+        "gradient_accumulation_steps": (
+            train.gradient_accumulation_steps,
+            "train.gradient_accumulation_steps",
+        ),
+        "train_batch_size": (
+            data.batch_size * train.gradient_accumulation_steps * world_size,
+            "data.batch_size * train.gradient_accumulation_steps * world size",
+        ),
         "gradient_clipping": (train.max_grad_norm or 0.0, "train.max_grad_norm"),
         "bf16.enabled": (train.precision == "bf16", "train.precision"),
         "fp16.enabled": (train.precision == "fp16", "train.precision"),
@@ -85,7 +92,8 @@ def resolve_deepspeed_config(raw: dict, config: UnlearnConfig, world_size: int, 
             contradictions.append(f"  {dotted} = {current!r} there, but {our_name} gives {value!r}")
     if contradictions:
         raise ConfigError(
-            f"{source} contradicts the run config:\n" + "\n".join(contradictions)
+            f"{source} contradicts the run config:\n"
+            + "\n".join(contradictions)
             + '\nset these keys to "auto" (filled from the run config) or change the run config'
         )
     return resolved
@@ -124,8 +132,14 @@ def init_process_group() -> tuple[int, int]:
         deepspeed.init_distributed(dist_backend=backend, verbose=False)
     else:
         os.environ.setdefault("LOCAL_RANK", "0")  # the DeepSpeed engine reads it
-        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False,
-                                   init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+        deepspeed.init_distributed(
+            dist_backend=backend,
+            auto_mpi_discovery=False,
+            verbose=False,
+            init_method=f"tcp://127.0.0.1:{free_port()}",
+            rank=0,
+            world_size=1,
+        )
     return dist.get_rank(), dist.get_world_size()
 
 

@@ -13,19 +13,33 @@ from fastunlearn.engine.overrides import ConfigError
 from fastunlearn.engine.unlearner import load_configured_model
 
 
-def generate_configured_negatives(config: UnlearnConfig, model: PreTrainedModel | None = None,
-                                  tokenizer: PreTrainedTokenizerBase | None = None, *,
-                                  progress: bool = True) -> Path:
+def generate_configured_negatives(
+    config: UnlearnConfig,
+    model: PreTrainedModel | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    *,
+    progress: bool = True,
+) -> Path:
     """Sample data.num_negatives responses for every prompt of data.forget and write them
     to data.negatives (JSONL), with the options of config.generation; returns the path."""
     if config.data.negatives is None:
-        raise ConfigError("data.negatives is not set: it names the JSONL file the negatives are written to")
+        raise ConfigError(
+            "data.negatives is not set: it names the JSONL file the negatives are written to"
+        )
     prompts = [record.prompt for record in forget_records(config, with_negatives=False)]
     if model is None:
         model, tokenizer = load_configured_model(config)
     options = config.generation
-    records = generate_negatives(model, tokenizer, prompts, config.data.num_negatives,
-                                 max_new_tokens=options.max_new_tokens, temperature=options.temperature,
-                                 top_p=options.top_p, batch_size=options.batch_size, seed=options.seed,
-                                 progress=progress)
+    records = generate_negatives(
+        model,
+        tokenizer,
+        prompts,
+        config.data.num_negatives,
+        max_new_tokens=options.max_new_tokens,
+        temperature=options.temperature,
+        top_p=options.top_p,
+        batch_size=options.batch_size,
+        seed=options.seed,
+        progress=progress,
+    )
     return save_negatives(config.data.negatives, records)

@@ -21,15 +21,20 @@ class MetricsLogger:
     def __init__(self, output_dir: str | Path, resume_step: int | None = None):
         self.path = Path(output_dir) / METRICS_FILE
         if resume_step is not None and self.path.is_file():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= resume_step]
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= resume_step
+            ]
             self.path.write_text("".join(line + "\n" for line in kept))
         self.tensorboard = None
         if importlib.util.find_spec("tensorboard") is not None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tensorboard = SummaryWriter(str(Path(output_dir) / "tensorboard"),
-                                             purge_step=None if resume_step is None else resume_step + 1)
+            self.tensorboard = SummaryWriter(
+                str(Path(output_dir) / "tensorboard"),
+                purge_step=None if resume_step is None else resume_step + 1,
+            )
 
     def log(self, step: int, values: Mapping[str, float]) -> None:
         with open(self.path, "a", encoding="utf-8") as handle:

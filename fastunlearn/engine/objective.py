@@ -33,21 +33,39 @@ def build_objective(config: ObjectiveConfig, reference: ReferenceModel | None) -
     retain "kl" term (``config.needs_reference``).
     """
     if config.needs_reference and reference is None:
-        raise ValueError(f"objective {config.name!r} with retain={config.retain!r} needs a reference model")
+        raise ValueError(
+            f"objective {config.name!r} with retain={config.retain!r} needs a reference model"
+        )
     backend = config.backend
     if config.name == "wpn":
-        wpn = WPN(config.temperature, config.similarity, config.layer, config.candidate_span,
-                  config.positive_nll_weight, config.npair_weight, backend=backend)
+        wpn = WPN(
+            config.temperature,
+            config.similarity,
+            config.layer,
+            config.candidate_span,
+            config.positive_nll_weight,
+            config.npair_weight,
+            backend=backend,
+        )
         terms = [Term("wpn", wpn, 1.0, "forget")]
     elif config.name == "ga":
         terms = [Term("ga", GradientAscent(backend=backend), 1.0, "forget")]
     elif config.name == "npo":
         terms = [Term("npo", NPO(reference, config.beta, backend=backend), 1.0, "forget")]
     else:
-        terms = list(ga_mismatch_kl(reference, config.ga_weight, config.mismatch_weight, config.kl_weight,
-                                    backend=backend).terms)
+        terms = list(
+            ga_mismatch_kl(
+                reference,
+                config.ga_weight,
+                config.mismatch_weight,
+                config.kl_weight,
+                backend=backend,
+            ).terms
+        )
     if config.retain == "nll":
-        terms.append(Term("retain_nll", ResponseNLL(backend=backend), config.retain_weight, "retain"))
+        terms.append(
+            Term("retain_nll", ResponseNLL(backend=backend), config.retain_weight, "retain")
+        )
     elif config.retain == "kl":
         terms.append(Term("retain_kl", RetainKL(reference), config.retain_weight, "retain"))
     return WeightedSum(terms)
@@ -63,8 +81,12 @@ class ObjectiveModule(nn.Module):
     backward (DESIGN.md §5).
     """
 
-    def __init__(self, model: nn.Module, objective: WeightedSum,
-                 external_parameters: Iterable[torch.nn.Parameter] = ()):
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: WeightedSum,
+        external_parameters: Iterable[torch.nn.Parameter] = (),
+    ):
         super().__init__()
         self.model = model
         self.objective = objective

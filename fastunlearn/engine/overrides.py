@@ -21,7 +21,9 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the config's fields."""
 
 
-def load_config(cls: type[ConfigT], path: str | Path | None = None, overrides: Iterable[str] = ()) -> ConfigT:
+def load_config(
+    cls: type[ConfigT], path: str | Path | None = None, overrides: Iterable[str] = ()
+) -> ConfigT:
     """Defaults of dataclass ``cls``, then YAML ``path``, then ``a.b=value`` overrides.
 
     ConfigError names the source (file or --set) and, for an unknown key, the nearest one;
@@ -38,7 +40,9 @@ def load_config(cls: type[ConfigT], path: str | Path | None = None, overrides: I
     overrides = list(overrides)
     for text in overrides:
         if "=" not in text:
-            raise ConfigError(f"override {text!r} must look like key=value (e.g. train.learning_rate=1e-4)")
+            raise ConfigError(
+                f"override {text!r} must look like key=value (e.g. train.learning_rate=1e-4)"
+            )
     if overrides:
         layers.append(_checked(lambda: OmegaConf.from_dotlist(overrides), "--set"))
         sources.append("--set")

@@ -54,7 +54,12 @@ from fastunlearn.models import (
 )
 
 FINAL_MODEL_DIR = "final"
-MODEL_DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+MODEL_DTYPES = {
+    "auto": "auto",
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
 
 EvalHook = Callable[["Unlearner", int], Mapping[str, float] | None]
 
@@ -66,8 +71,12 @@ def load_configured_model(config: UnlearnConfig) -> tuple[PreTrainedModel, PreTr
     kwargs = {"dtype": MODEL_DTYPES[model_config.dtype]}
     if model_config.name_or_path == "default":
         return load_default_model(**kwargs)
-    return load_model(model_config.name_or_path, gguf_file=model_config.gguf_file,
-                      trust_remote_code=model_config.trust_remote_code, **kwargs)
+    return load_model(
+        model_config.name_or_path,
+        gguf_file=model_config.gguf_file,
+        trust_remote_code=model_config.trust_remote_code,
+        **kwargs,
+    )
 
 
 def _pretrained_source(config: UnlearnConfig) -> tuple[str, dict]:
@@ -75,8 +84,10 @@ def _pretrained_source(config: UnlearnConfig) -> tuple[str, dict]:
     if config.model.name_or_path == "default":
         directory, gguf_file = default_model_location()
         return str(directory), {"gguf_file": gguf_file}
-    return config.model.name_or_path, {"gguf_file": config.model.gguf_file,
-                                       "trust_remote_code": config.model.trust_remote_code}
+    return config.model.name_or_path, {
+        "gguf_file": config.model.gguf_file,
+        "trust_remote_code": config.model.trust_remote_code,
+    }
 
 
 def load_configured_tokenizer(config: UnlearnConfig) -> PreTrainedTokenizerBase:
@@ -104,10 +115,18 @@ class Unlearner:
     ``is_main_process`` (rank 0), ``deepspeed_config`` (as filled in; None without DeepSpeed).
     """
 
-    def __init__(self, config: UnlearnConfig, model: PreTrainedModel | None = None,
-                 tokenizer: PreTrainedTokenizerBase | None = None, *, eval_hooks: Sequence[EvalHook] = ()):
+    def __init__(
+        self,
+        config: UnlearnConfig,
+        model: PreTrainedModel | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        *,
+        eval_hooks: Sequence[EvalHook] = (),
+    ):
         if (model is None) != (tokenizer is None):
-            raise ValueError("pass both model and tokenizer, or neither (both are then loaded from config.model)")
+            raise ValueError(
+                "pass both model and tokenizer, or neither (both are then loaded from config.model)"
+            )
         self.config, self.eval_hooks, self.step = config, list(eval_hooks), 0
         self.output_dir = Path(config.train.output_dir)
         train = config.train
@@ -116,16 +135,23 @@ class Unlearner:
         if distributed.uses_deepspeed(config):
             # Checked against the run config before anything starts: a contradiction fails fast.
             deepspeed_config = distributed.resolve_deepspeed_config(
-                distributed.read_deepspeed_config(config), config, distributed.launched_world_size(),
-                train.deepspeed or "the default DeepSpeed config")
+                distributed.read_deepspeed_config(config),
+                config,
+                distributed.launched_world_size(),
+                train.deepspeed or "the default DeepSpeed config",
+            )
             rank, world_size = distributed.init_process_group()
         zero3 = deepspeed_config is not None and distributed.zero_stage(deepspeed_config) == 3
         if zero3 and config.lora.enabled and config.lora.export == "merged":
-            raise ConfigError("lora.export=merged is not available under ZeRO-3 (the base weights are sharded); "
-                              "use lora.export=adapter and merge afterwards with peft's merge_and_unload")
+            raise ConfigError(
+                "lora.export=merged is not available under ZeRO-3 (the base weights are sharded); "
+                "use lora.export=adapter and merge afterwards with peft's merge_and_unload"
+            )
         if deepspeed_config is not None:
             # Before loading: zero.Init shards the weights as they are created, by these sizes.
-            model_config = model.config if model is not None else load_configured_model_config(config)
+            model_config = (
+                model.config if model is not None else load_configured_model_config(config)
+            )
             distributed.fill_hidden_size_keys(deepspeed_config, model_config.hidden_size)
         # Alive while this Unlearner is: transformers then loads models sharded (zero.Init).
         self._hf_deepspeed_config = self._zero3_loading(deepspeed_config) if zero3 else None
@@ -136,14 +162,19 @@ class Unlearner:
             model = load_configured_model(config)[0]
         if config.lora.enabled:
             lora = config.lora
-            model = add_lora(model, lora_config(lora.rank, lora.alpha, lora.dropout, lora.target_modules))
+            model = add_lora(
+                model, lora_config(lora.rank, lora.alpha, lora.dropout, lora.target_modules)
+            )
         self.model = model
         if deepspeed_config is None:
             device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
             model.to(device)
         adapter = CausalLMAdapter(model)
-        reference = (self._reference(adapter, deepspeed_config, zero3, loaded_here)
-                     if config.objective.needs_reference else None)
+        reference = (
+            self._reference(adapter, deepspeed_config, zero3, loaded_here)
+            if config.objective.needs_reference
+            else None
+        )
         external = []
         if zero3:
             external = head_parameters(adapter)
@@ -163,16 +194,23 @@ class Unlearner:
 
         return HfDeepSpeedConfig(deepspeed_config)
 
-    def _reference(self, adapter: CausalLMAdapter, deepspeed_config: dict | None, zero3: bool,
-                   loaded_here: bool) -> ReferenceModel:
+    def _reference(
+        self,
+        adapter: CausalLMAdapter,
+        deepspeed_config: dict | None,
+        zero3: bool,
+        loaded_here: bool,
+    ) -> ReferenceModel:
         """The model before unlearning: with LoRA the adapters switched off, else a frozen
         copy (under DeepSpeed in the training precision; under ZeRO-3 sharded too)."""
         if adapter.is_peft:
             return ReferenceModel(adapter)
         if zero3 and hasattr(next(adapter.model.parameters()), "ds_id"):
             if not loaded_here:
-                raise ValueError("the model passed in is already sharded (zero.Init), so no frozen copy can be "
-                                 "taken for the reference; pass it unsharded, or let the Unlearner load it")
+                raise ValueError(
+                    "the model passed in is already sharded (zero.Init), so no frozen copy can be "
+                    "taken for the reference; pass it unsharded, or let the Unlearner load it"
+                )
             # The original model loaded a second time, sharded like the trained one.
             second_copy = CausalLMAdapter(load_configured_model(self.config)[0])
             reference = ReferenceModel(second_copy, copy_weights=False)
@@ -181,15 +219,23 @@ class Unlearner:
         if deepspeed_config is not None:
             import deepspeed
 
-            inference_config = {key: value for key, value in deepspeed_config.items()
-                                if key in ("train_micro_batch_size_per_gpu", "bf16", "fp16")}
+            inference_config = {
+                key: value
+                for key, value in deepspeed_config.items()
+                if key in ("train_micro_batch_size_per_gpu", "bf16", "fp16")
+            }
             zero = deepspeed_config.get("zero_optimization", {})
             # Sharded like the trained model under ZeRO-3 (it has no optimizer to offload);
             # otherwise not sharded: DeepSpeed only casts it to the training precision.
             inference_config["zero_optimization"] = (
-                {key: value for key, value in zero.items() if key != "offload_optimizer"} if zero3 else {"stage": 0})
+                {key: value for key, value in zero.items() if key != "offload_optimizer"}
+                if zero3
+                else {"stage": 0}
+            )
             # Kept: the engine owns the hooks that gather the reference's shards.
-            self._reference_engine, *_ = deepspeed.initialize(model=reference.adapter.model, config=inference_config)
+            self._reference_engine, *_ = deepspeed.initialize(
+                model=reference.adapter.model, config=inference_config
+            )
         return reference
 
     # ----------------------------------------------------------------------------- training
@@ -209,9 +255,17 @@ class Unlearner:
             self.output_dir.mkdir(parents=True, exist_ok=True)
         self.backend.barrier()
         self.model.train()  # dropout on, as in fine-tuning (from_pretrained returns eval mode)
-        metrics = MetricsLogger(self.output_dir, self.step if resume_from else None) if self.is_main_process else None
-        progress = tqdm(total=train.max_steps, initial=self.step, desc="unlearning",
-                        disable=not (self.is_main_process and train.progress_bar))
+        metrics = (
+            MetricsLogger(self.output_dir, self.step if resume_from else None)
+            if self.is_main_process
+            else None
+        )
+        progress = tqdm(
+            total=train.max_steps,
+            initial=self.step,
+            desc="unlearning",
+            disable=not (self.is_main_process and train.progress_bar),
+        )
         saved_step = self.step if resume_from else None
         started = time.perf_counter()
         try:
@@ -220,20 +274,31 @@ class Unlearner:
                     stats = self._train_step()
                     self.step += 1
                     progress.update(1)
-                    progress.set_postfix({name: f"{value:.4g}" for name, value in stats.items()
-                                          if "/" not in name and name not in ("learning_rate", "grad_norm")})
-                    diverged = (train.stop_forget_nll_above is not None
-                                and stats.get(FORGET_NLL_STAT, 0.0) > train.stop_forget_nll_above)
+                    progress.set_postfix(
+                        {
+                            name: f"{value:.4g}"
+                            for name, value in stats.items()
+                            if "/" not in name and name not in ("learning_rate", "grad_norm")
+                        }
+                    )
+                    diverged = (
+                        train.stop_forget_nll_above is not None
+                        and stats.get(FORGET_NLL_STAT, 0.0) > train.stop_forget_nll_above
+                    )
                     if metrics and (self.step % train.log_every == 0 or diverged):
-                        metrics.log(self.step, {**stats, "elapsed_s": time.perf_counter() - started})
+                        metrics.log(
+                            self.step, {**stats, "elapsed_s": time.perf_counter() - started}
+                        )
                     if train.eval_every and self.step % train.eval_every == 0:
                         self._evaluate(metrics)
                     if train.checkpoint_every and self.step % train.checkpoint_every == 0:
                         self.save_checkpoint()
                         saved_step = self.step
                     if diverged:
-                        progress.write(f"stopping at step {self.step}: forget NLL {stats[FORGET_NLL_STAT]:.3f} "
-                                       f"passed train.stop_forget_nll_above={train.stop_forget_nll_above}")
+                        progress.write(
+                            f"stopping at step {self.step}: forget NLL {stats[FORGET_NLL_STAT]:.3f} "
+                            f"passed train.stop_forget_nll_above={train.stop_forget_nll_above}"
+                        )
                         break
             if saved_step != self.step:
                 self.save_checkpoint()
@@ -256,7 +321,9 @@ class Unlearner:
         learning_rate = self.backend.learning_rate  # the rate this step applies
         grad_norm = self.backend.finish_step()
         names = sorted(totals)
-        averaged = self.backend.average(torch.stack([totals[name] for name in names]) / accumulation).tolist()
+        averaged = self.backend.average(
+            torch.stack([totals[name] for name in names]) / accumulation
+        ).tolist()
         stats = {**dict(zip(names, averaged)), "learning_rate": learning_rate}
         if grad_norm is not None:
             stats["grad_norm"] = grad_norm
@@ -278,7 +345,8 @@ class Unlearner:
             if existing is not None:
                 raise FileExistsError(
                     f"{self.output_dir} already holds checkpoints ({existing.name}); pass resume=True "
-                    "(--resume) to continue that run, or choose another train.output_dir")
+                    "(--resume) to continue that run, or choose another train.output_dir"
+                )
             return None
         if resume is True:
             if existing is None:
@@ -305,8 +373,12 @@ class Unlearner:
         self.backend.save(staging)
         checkpoint.save_rng(staging, self.backend.rank)
         if self.is_main_process:
-            state = checkpoint.TrainerState(self.step, self.batches.state_dict(),
-                                            checkpoint.model_fingerprint(self.model), self.config.to_dict())
+            state = checkpoint.TrainerState(
+                self.step,
+                self.batches.state_dict(),
+                checkpoint.model_fingerprint(self.model),
+                self.config.to_dict(),
+            )
             checkpoint.write_state(staging, state)
         self.backend.barrier()
         if self.is_main_process:
@@ -344,7 +416,10 @@ def _deterministic(enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    previous, previous_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    previous, previous_warn = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:

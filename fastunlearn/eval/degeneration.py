@@ -67,5 +67,7 @@ def is_degenerate(text: str, thresholds: DegenerationThresholds = DegenerationTh
         return True
     if measures["words"] < MIN_WORDS_FOR_REPETITION:
         return False
-    return (measures["repeated_trigram_share"] > thresholds.max_repeated_trigram_share
-            or measures["distinct_word_share"] < thresholds.min_distinct_word_share)
+    return (
+        measures["repeated_trigram_share"] > thresholds.max_repeated_trigram_share
+        or measures["distinct_word_share"] < thresholds.min_distinct_word_share
+    )

@@ -50,11 +50,16 @@ def generate_responses(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     stop_ids = _stop_token_ids(model, tokenizer)
     if not stop_ids and tokenizer.pad_token_id is None:
-        raise ValueError("the tokenizer has neither an EOS nor a pad token to pad generation batches with")
+        raise ValueError(
+            "the tokenizer has neither an EOS nor a pad token to pad generation batches with"
+        )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
     # A fresh config, so that sampling settings shipped with the model cannot leak in.
     config = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad_id,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        pad_token_id=pad_id,
         eos_token_id=stop_ids or None,
     )
     device = next(model.parameters()).device
@@ -62,13 +67,23 @@ def generate_responses(
     with torch.no_grad(), evaluation_mode(model):
         for start in range(0, len(prompts), batch_size):
             batch = pad_examples(
-                [prompt_only_example(prompt_token_ids(tokenizer, prompt)) for prompt in prompts[start:start + batch_size]],
-                pad_id, padding_side="left",
+                [
+                    prompt_only_example(prompt_token_ids(tokenizer, prompt))
+                    for prompt in prompts[start : start + batch_size]
+                ],
+                pad_id,
+                padding_side="left",
             )
-            output = model.generate(input_ids=batch["input_ids"].to(device),
-                                    attention_mask=batch["attention_mask"].to(device), generation_config=config)
-            new_tokens = output[:, batch["input_ids"].shape[1]:]
-            responses += [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+            output = model.generate(
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
+                generation_config=config,
+            )
+            new_tokens = output[:, batch["input_ids"].shape[1] :]
+            responses += [
+                text.strip()
+                for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            ]
     return responses
 
 
@@ -80,4 +95,6 @@ def _stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) 
 
 def prompt_only_example(input_ids: list[int]) -> TokenizedExample:
     """Token ids as an example that is all prompt (to pad into a batch for a forward)."""
-    return TokenizedExample.from_spans(input_ids, (0, len(input_ids)), (len(input_ids), len(input_ids)))
+    return TokenizedExample.from_spans(
+        input_ids, (0, len(input_ids)), (len(input_ids), len(input_ids))
+    )

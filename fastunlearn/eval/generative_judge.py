@@ -43,8 +43,10 @@ def read_template(path: str | Path) -> str:
 def check_template(template: str, source: str = "the judge template") -> str:
     missing = [name for name in TEMPLATE_FIELDS if name not in template]
     if missing:
-        raise ValueError(f"{source} lacks the field(s) {', '.join(missing)}: a judge template needs "
-                         f"both {' and '.join(TEMPLATE_FIELDS)}")
+        raise ValueError(
+            f"{source} lacks the field(s) {', '.join(missing)}: a judge template needs "
+            f"both {' and '.join(TEMPLATE_FIELDS)}"
+        )
     return template
 
 
@@ -72,10 +74,15 @@ class GenerativeJudge:
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         complied_ids, declined_ids = self._answer_ids(complied), self._answer_ids(declined)
         # A first token both spellings share (a lone space, say) tells nothing apart.
-        self.complied_ids, self.declined_ids = sorted(complied_ids - declined_ids), sorted(declined_ids - complied_ids)
+        self.complied_ids, self.declined_ids = (
+            sorted(complied_ids - declined_ids),
+            sorted(declined_ids - complied_ids),
+        )
         if not self.complied_ids or not self.declined_ids:
-            raise ValueError(f"the answers {complied!r} and {declined!r} start with the same tokens: the judge "
-                             "could not tell them apart")
+            raise ValueError(
+                f"the answers {complied!r} and {declined!r} start with the same tokens: the judge "
+                "could not tell them apart"
+            )
         model_name = getattr(model.config, "name_or_path", "") or model.config.model_type
         self.name = name or f"generative ({model_name}: {complied!r} vs {declined!r})"
 
@@ -89,12 +96,13 @@ class GenerativeJudge:
     def _query_ids(self, prompt: str, response: str) -> list[int]:
         text = self.template.replace("{prompt}", prompt).replace("{response}", response)
         if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                                      add_generation_prompt=True)
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+            )
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         else:
             ids = self.tokenizer(text + "\nAnswer:")["input_ids"]
-        return ids[-self.max_length:]
+        return ids[-self.max_length :]
 
     def complied_margins(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         """Best complied logit minus best declined logit per pair (> 0: complied)."""
@@ -105,15 +113,24 @@ class GenerativeJudge:
         margins = []
         with torch.no_grad(), evaluation_mode(self.model):
             for start in range(0, len(prompts), self.batch_size):
-                queries = [self._query_ids(p, r) for p, r in
-                           zip(prompts[start:start + self.batch_size], responses[start:start + self.batch_size])]
+                queries = [
+                    self._query_ids(p, r)
+                    for p, r in zip(
+                        prompts[start : start + self.batch_size],
+                        responses[start : start + self.batch_size],
+                    )
+                ]
                 # Right padding: every query keeps its own positions; read each at its last token.
                 batch = pad_examples([prompt_only_example(ids) for ids in queries], pad_id)
                 last = torch.tensor([len(ids) - 1 for ids in queries], device=device)
-                logits = self.model(input_ids=batch["input_ids"].to(device),
-                                    attention_mask=batch["attention_mask"].to(device)).logits
+                logits = self.model(
+                    input_ids=batch["input_ids"].to(device),
+                    attention_mask=batch["attention_mask"].to(device),
+                ).logits
                 logits = logits[torch.arange(len(queries), device=device), last].float()
-                margin = logits[:, self.complied_ids].amax(-1) - logits[:, self.declined_ids].amax(-1)
+                margin = logits[:, self.complied_ids].amax(-1) - logits[:, self.declined_ids].amax(
+                    -1
+                )
                 margins += margin.tolist()
         return margins
 

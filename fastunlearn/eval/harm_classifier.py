@@ -33,7 +33,12 @@ from fastunlearn.eval.judges import ClassifierJudge
 LABELS = {0: "harmless", 1: "harmful"}
 METADATA_FILE = "harm_classifier.json"
 # Built-from-config encoder: small enough to train on CPU in seconds.
-TINY_ENCODER = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
+TINY_ENCODER = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 128,
+}
 TINY_VOCAB_SIZE = 2000
 # From scratch needs a far larger step than fine-tuning a pretrained encoder.
 DEFAULT_LEARNING_RATE = {"from_config": 1e-3, "pretrained": 3e-5}
@@ -42,30 +47,48 @@ DEFAULT_LEARNING_RATE = {"from_config": 1e-3, "pretrained": 3e-5}
 class HarmClassifier(ClassifierJudge):
     """A trained harm classifier, usable as a judge, with its validation accuracy."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *,
-                 validation_accuracy: float, num_train: int, num_validation: int, **judge_options):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        validation_accuracy: float,
+        num_train: int,
+        num_validation: int,
+        **judge_options,
+    ):
         self.validation_accuracy = validation_accuracy
         self.num_train, self.num_validation = num_train, num_validation
-        name = f"harm-classifier (validation accuracy {validation_accuracy:.3f} on {num_validation})"
+        name = (
+            f"harm-classifier (validation accuracy {validation_accuracy:.3f} on {num_validation})"
+        )
         super().__init__(model, tokenizer, harmful_labels=[LABELS[1]], name=name, **judge_options)
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
-        metadata = {"validation_accuracy": self.validation_accuracy, "num_train": self.num_train,
-                    "num_validation": self.num_validation}
-        (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+        metadata = {
+            "validation_accuracy": self.validation_accuracy,
+            "num_train": self.num_train,
+            "num_validation": self.num_validation,
+        }
+        (directory / METADATA_FILE).write_text(
+            json.dumps(metadata, indent=2) + "\n", encoding="utf-8"
+        )
 
     @classmethod
     def load(cls, directory: str | Path, **judge_options) -> HarmClassifier:
         directory = Path(directory)
         metadata_path = directory / METADATA_FILE
         if not metadata_path.is_file():
-            raise FileNotFoundError(f"{directory} holds no {METADATA_FILE}: not a saved HarmClassifier")
+            raise FileNotFoundError(
+                f"{directory} holds no {METADATA_FILE}: not a saved HarmClassifier"
+            )
         metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
-        model = AutoModelForSequenceClassification.from_pretrained(directory, local_files_only=True,
-                                                                   use_safetensors=True)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            directory, local_files_only=True, use_safetensors=True
+        )
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
         return cls(model, tokenizer, **metadata, **judge_options)
 
@@ -93,20 +116,30 @@ def train_harm_classifier(
         raise ValueError(f"{len(texts)} texts but {len(harmful)} labels")
     if not 0 < validation_fraction < 1:
         raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
-    train, validation = _stratified_split(list(zip(texts, map(bool, harmful), strict=True)),
-                                          validation_fraction, seed)
+    train, validation = _stratified_split(
+        list(zip(texts, map(bool, harmful), strict=True)), validation_fraction, seed
+    )
     torch.manual_seed(seed)
     if encoder is None:
         tokenizer = _train_wordpiece_tokenizer([text for text, _ in train])
-        config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=max_length,
-                            pad_token_id=tokenizer.pad_token_id, num_labels=2, id2label=LABELS,
-                            label2id={name: i for i, name in LABELS.items()}, **TINY_ENCODER)
+        config = BertConfig(
+            vocab_size=len(tokenizer),
+            max_position_embeddings=max_length,
+            pad_token_id=tokenizer.pad_token_id,
+            num_labels=2,
+            id2label=LABELS,
+            label2id={name: i for i, name in LABELS.items()},
+            **TINY_ENCODER,
+        )
         model = AutoModelForSequenceClassification.from_config(config)
         learning_rate = learning_rate or DEFAULT_LEARNING_RATE["from_config"]
     else:
         tokenizer = AutoTokenizer.from_pretrained(encoder, local_files_only=True)
         model = AutoModelForSequenceClassification.from_pretrained(
-            encoder, local_files_only=True, num_labels=2, id2label=LABELS,
+            encoder,
+            local_files_only=True,
+            num_labels=2,
+            id2label=LABELS,
             label2id={name: i for i, name in LABELS.items()},
         )
         learning_rate = learning_rate or DEFAULT_LEARNING_RATE["pretrained"]
@@ -117,9 +150,14 @@ def train_harm_classifier(
     for _ in range(epochs):
         order.shuffle(train)
         for start in range(0, len(train), batch_size):
-            batch = train[start:start + batch_size]
-            encoded = tokenizer([text for text, _ in batch], padding=True, truncation=True,
-                                max_length=max_length, return_tensors="pt")
+            batch = train[start : start + batch_size]
+            encoded = tokenizer(
+                [text for text, _ in batch],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            )
             labels = torch.tensor([int(label) for _, label in batch])
             loss = model(**encoded, labels=labels).loss
             optimizer.zero_grad()
@@ -127,25 +165,39 @@ def train_harm_classifier(
             optimizer.step()
     model.eval()
 
-    validation_judge = ClassifierJudge(model, tokenizer, [LABELS[1]], batch_size=batch_size, max_length=max_length)
+    validation_judge = ClassifierJudge(
+        model, tokenizer, [LABELS[1]], batch_size=batch_size, max_length=max_length
+    )
     validation_texts = [text for text, _ in validation]
     # The judge classifies responses alone: the texts stand in for both arguments.
     harmless = validation_judge.judge(validation_texts, validation_texts)
-    correct = sum(verdict != label for verdict, (_, label) in zip(harmless, validation, strict=True))
-    return HarmClassifier(model, tokenizer, validation_accuracy=correct / len(validation), num_train=len(train),
-                          num_validation=len(validation), batch_size=batch_size, max_length=max_length)
+    correct = sum(
+        verdict != label for verdict, (_, label) in zip(harmless, validation, strict=True)
+    )
+    return HarmClassifier(
+        model,
+        tokenizer,
+        validation_accuracy=correct / len(validation),
+        num_train=len(train),
+        num_validation=len(validation),
+        batch_size=batch_size,
+        max_length=max_length,
+    )
 
 
-def _stratified_split(examples: list[tuple[str, bool]], validation_fraction: float,
-                      seed: int) -> tuple[list[tuple[str, bool]], list[tuple[str, bool]]]:
+def _stratified_split(
+    examples: list[tuple[str, bool]], validation_fraction: float, seed: int
+) -> tuple[list[tuple[str, bool]], list[tuple[str, bool]]]:
     """(train, validation) with validation_fraction of each label held out."""
     shuffler = random.Random(seed)
     train, validation = [], []
     for label in (False, True):
         group = [example for example in examples if example[1] == label]
         if len(group) < 2:
-            raise ValueError(f"need at least two {LABELS[int(label)]} examples (one to train on, one to "
-                             f"validate on), got {len(group)}")
+            raise ValueError(
+                f"need at least two {LABELS[int(label)]} examples (one to train on, one to "
+                f"validate on), got {len(group)}"
+            )
         shuffler.shuffle(group)
         held_out = min(max(1, round(len(group) * validation_fraction)), len(group) - 1)
         validation += group[:held_out]
@@ -155,16 +207,26 @@ def _stratified_split(examples: list[tuple[str, bool]], validation_fraction: flo
 
 def _train_wordpiece_tokenizer(texts: Sequence[str]) -> PreTrainedTokenizerFast:
     """A lower-cased BERT-style WordPiece tokenizer learnt from texts: [CLS] text [SEP]."""
-    special = {"unk_token": "[UNK]", "pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]",
-               "mask_token": "[MASK]"}
+    special = {
+        "unk_token": "[UNK]",
+        "pad_token": "[PAD]",
+        "cls_token": "[CLS]",
+        "sep_token": "[SEP]",
+        "mask_token": "[MASK]",
+    }
     backend = Tokenizer(models.WordPiece(unk_token=special["unk_token"]))
     backend.normalizer = normalizers.BertNormalizer(lowercase=True)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.train_from_iterator(texts, trainers.WordPieceTrainer(
-        vocab_size=TINY_VOCAB_SIZE, special_tokens=list(special.values()), show_progress=False))
+    backend.train_from_iterator(
+        texts,
+        trainers.WordPieceTrainer(
+            vocab_size=TINY_VOCAB_SIZE, special_tokens=list(special.values()), show_progress=False
+        ),
+    )
     cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
     backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
     return PreTrainedTokenizerFast(tokenizer_object=backend, **special)

@@ -61,14 +61,21 @@ def leakage_windows(
     tokens (default window_length: no overlap), at most max_windows of them, evenly spread
     over the text when there are more."""
     if not 0 < prefix_length < window_length:
-        raise ValueError(f"prefix_length must lie in [1, window_length={window_length}) to leave a continuation "
-                         f"to predict, got {prefix_length}")
+        raise ValueError(
+            f"prefix_length must lie in [1, window_length={window_length}) to leave a continuation "
+            f"to predict, got {prefix_length}"
+        )
     if max_windows is not None and max_windows < 1:
         raise ValueError(f"max_windows must be positive, got {max_windows}")
-    blocks = [example.input_ids for example in token_blocks(tokenizer, texts, window_length, stride=stride)]
+    blocks = [
+        example.input_ids
+        for example in token_blocks(tokenizer, texts, window_length, stride=stride)
+    ]
     if len(blocks[0]) < window_length:
-        raise ValueError(f"the text holds {len(blocks[0])} tokens, fewer than one window of {window_length} "
-                         f"(prefix {prefix_length} + continuation {window_length - prefix_length})")
+        raise ValueError(
+            f"the text holds {len(blocks[0])} tokens, fewer than one window of {window_length} "
+            f"(prefix {prefix_length} + continuation {window_length - prefix_length})"
+        )
     if max_windows is not None and len(blocks) > max_windows:
         blocks = [blocks[i * len(blocks) // max_windows] for i in range(max_windows)]
     return [(list(block[:prefix_length]), list(block[prefix_length:])) for block in blocks]
@@ -95,26 +102,50 @@ def copyright_leakage(
     """Greedy continuations of the windows' prefixes scored against the true continuations."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    windows = leakage_windows(tokenizer, texts, window_length, prefix_length, stride=stride, max_windows=max_windows)
+    windows = leakage_windows(
+        tokenizer, texts, window_length, prefix_length, stride=stride, max_windows=max_windows
+    )
     continuation_length = window_length - prefix_length
     # Exactly continuation_length new tokens (min = max): every window is scored on the same length.
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    config = GenerationConfig(max_new_tokens=continuation_length, min_new_tokens=continuation_length,
-                              do_sample=False, num_beams=1, pad_token_id=pad_id)
+    pad_id = (
+        tokenizer.pad_token_id
+        if tokenizer.pad_token_id is not None
+        else (tokenizer.eos_token_id or 0)
+    )
+    config = GenerationConfig(
+        max_new_tokens=continuation_length,
+        min_new_tokens=continuation_length,
+        do_sample=False,
+        num_beams=1,
+        pad_token_id=pad_id,
+    )
     device = next(model.parameters()).device
     generated_ids: list[list[int]] = []
     with torch.no_grad(), evaluation_mode(model):
         for start in range(0, len(windows), batch_size):
             # Every prefix has the same length: the batch needs no padding.
-            prefixes = torch.tensor([prefix for prefix, _ in windows[start:start + batch_size]], device=device)
-            output = model.generate(input_ids=prefixes, attention_mask=torch.ones_like(prefixes),
-                                    generation_config=config)
+            prefixes = torch.tensor(
+                [prefix for prefix, _ in windows[start : start + batch_size]], device=device
+            )
+            output = model.generate(
+                input_ids=prefixes,
+                attention_mask=torch.ones_like(prefixes),
+                generation_config=config,
+            )
             generated_ids += output[:, prefix_length:].tolist()
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     generated = tokenizer.batch_decode(generated_ids, skip_special_tokens=True)
-    references = tokenizer.batch_decode([continuation for _, continuation in windows], skip_special_tokens=True)
-    rouge = [scorer.score(reference, text)["rougeL"].fmeasure for reference, text in zip(references, generated)]
-    verbatim = [longest_verbatim_match(ids, continuation) for ids, (_, continuation) in zip(generated_ids, windows)]
+    references = tokenizer.batch_decode(
+        [continuation for _, continuation in windows], skip_special_tokens=True
+    )
+    rouge = [
+        scorer.score(reference, text)["rougeL"].fmeasure
+        for reference, text in zip(references, generated)
+    ]
+    verbatim = [
+        longest_verbatim_match(ids, continuation)
+        for ids, (_, continuation) in zip(generated_ids, windows)
+    ]
     return LeakageResult(
         rouge_l=sum(rouge) / len(rouge),
         verbatim_tokens=sum(verbatim) / len(verbatim),
@@ -142,16 +173,25 @@ def copyright_metrics(
 ) -> dict[str, float]:
     """Leakage means plus perplexity on the forgotten text and (when given) on held-out
     normal text: unlearning should raise the first and leave the second."""
-    leakage = copyright_leakage(model, tokenizer, forget_texts, window_length=window_length,
-                                prefix_length=prefix_length, max_windows=max_windows, batch_size=batch_size)
+    leakage = copyright_leakage(
+        model,
+        tokenizer,
+        forget_texts,
+        window_length=window_length,
+        prefix_length=prefix_length,
+        max_windows=max_windows,
+        batch_size=batch_size,
+    )
     metrics = {
         "rouge_l": leakage.rouge_l,
         "verbatim_tokens": leakage.verbatim_tokens,
         "verbatim_share": leakage.verbatim_share,
-        "perplexity_forget": perplexity(model, tokenizer, forget_texts, block_length=window_length,
-                                        batch_size=batch_size),
+        "perplexity_forget": perplexity(
+            model, tokenizer, forget_texts, block_length=window_length, batch_size=batch_size
+        ),
     }
     if heldout_texts is not None:
-        metrics["perplexity_heldout"] = perplexity(model, tokenizer, heldout_texts, block_length=window_length,
-                                                   batch_size=batch_size)
+        metrics["perplexity_heldout"] = perplexity(
+            model, tokenizer, heldout_texts, block_length=window_length, batch_size=batch_size
+        )
     return metrics

@@ -20,7 +20,15 @@ from fastunlearn.models import evaluation_mode
 
 # The nine benchmarks of the WPN paper, by their lm-evaluation-harness task names.
 LM_EVAL_TASKS: tuple[str, ...] = (
-    "arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande", "boolq", "openbookqa", "rte", "copa",
+    "arc_easy",
+    "arc_challenge",
+    "hellaswag",
+    "piqa",
+    "winogrande",
+    "boolq",
+    "openbookqa",
+    "rte",
+    "copa",
 )
 LM_EVAL_MISSING = (
     "lm-evaluation-harness benchmarks skipped: the 'lm_eval' package is not installed "
@@ -40,7 +48,9 @@ def harmless_rate(prompts: Sequence[str], responses: Sequence[str], judge: Judge
     return share(judge.judge(prompts, responses))
 
 
-def over_refusal_rate(prompts: Sequence[str], responses: Sequence[str], judge: RuleJudge | None = None) -> float:
+def over_refusal_rate(
+    prompts: Sequence[str], responses: Sequence[str], judge: RuleJudge | None = None
+) -> float:
     """Share of responses to benign prompts that are not answers: refused, deflected or
     degenerate (the rules read each prompt too, as `evaluate` does)."""
     judge = judge or RuleJudge()
@@ -75,28 +85,38 @@ def perplexity(
     weighted by that count, so the result is the per-token mean whatever the batching.
     """
     if block_length < 2:
-        raise ValueError(f"block_length must be at least 2 (one token to predict), got {block_length}")
+        raise ValueError(
+            f"block_length must be at least 2 (one token to predict), got {block_length}"
+        )
     corpus_ids: list[int] = []
     # verbose=False: a long document is expected here, not a sign of a mistake.
-    for document_ids in tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]:
+    for document_ids in tokenizer(list(texts), add_special_tokens=False, verbose=False)[
+        "input_ids"
+    ]:
         if corpus_ids and tokenizer.eos_token_id is not None:
             corpus_ids.append(tokenizer.eos_token_id)
         corpus_ids.extend(document_ids)
-    blocks = [_text_block(corpus_ids[start:start + block_length]) for start in range(0, len(corpus_ids), block_length)]
+    blocks = [
+        _text_block(corpus_ids[start : start + block_length])
+        for start in range(0, len(corpus_ids), block_length)
+    ]
     # Any id works: padded positions are masked out of attention and loss.
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
     total_nll, total_tokens = 0.0, 0
     with torch.no_grad(), evaluation_mode(model):
         for start in range(0, len(blocks), batch_size):
-            batch = pad_examples(blocks[start:start + batch_size], pad_id)
+            batch = pad_examples(blocks[start : start + batch_size], pad_id)
             labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
             # The loss shifts labels by one: the tokens it counts are those after position 0.
             predicted = int((labels[:, 1:] != -100).sum())
             if predicted == 0:  # a last block of a single token
                 continue
-            loss = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                         labels=labels.to(device)).loss
+            loss = model(
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
+                labels=labels.to(device),
+            ).loss
             total_nll += float(loss) * predicted
             total_tokens += predicted
     if total_tokens == 0:
@@ -131,11 +151,16 @@ def lm_eval_benchmarks(
     with evaluation_mode(model):
         results = lm_eval.simple_evaluate(
             model=HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size),
-            tasks=list(tasks), num_fewshot=0, limit=limit,
+            tasks=list(tasks),
+            num_fewshot=0,
+            limit=limit,
         )["results"]
     return {
-        task: {metric: results[task][f"{metric},none"] for metric in ("acc", "acc_norm")
-               if f"{metric},none" in results[task]}
+        task: {
+            metric: results[task][f"{metric},none"]
+            for metric in ("acc", "acc_norm")
+            if f"{metric},none" in results[task]
+        }
         for task in tasks
     }
 
@@ -154,6 +179,12 @@ def per_class_agreement(labels: Sequence[str], predictions: Sequence[str]) -> di
     for kind in dict.fromkeys([*labels, *predictions]):
         hits = sum(label == prediction == kind for label, prediction in pairs)
         predicted, labelled = predictions.count(kind), labels.count(kind)
-        classes[kind] = {"precision": hits / predicted if predicted else None,
-                         "recall": hits / labelled if labelled else None, "support": labelled}
-    return {"accuracy": sum(label == prediction for label, prediction in pairs) / len(pairs), "classes": classes}
+        classes[kind] = {
+            "precision": hits / predicted if predicted else None,
+            "recall": hits / labelled if labelled else None,
+            "support": labelled,
+        }
+    return {
+        "accuracy": sum(label == prediction for label, prediction in pairs) / len(pairs),
+        "classes": classes,
+    }

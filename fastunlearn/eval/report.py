@@ -50,7 +50,9 @@ class EvalSuite:
     benign_prompts: Sequence[str]
     heldout_texts: Sequence[str]
     ood_prompts: Sequence[str] = ()
-    adversarial_templates: Mapping[str, str] = field(default_factory=lambda: dict(ADVERSARIAL_TEMPLATES))
+    adversarial_templates: Mapping[str, str] = field(
+        default_factory=lambda: dict(ADVERSARIAL_TEMPLATES)
+    )
     judge: Judge | None = None
     rules: RuleJudge = field(default_factory=RuleJudge)
     max_new_tokens: int = 48
@@ -67,7 +69,9 @@ class EvalSuite:
         # Template names become prompt-set names in the result, beside these.
         taken = {"harmful", "ood", "benign"} & set(self.adversarial_templates)
         if taken:
-            raise ValueError(f"adversarial template names {sorted(taken)} are reserved for the prompt sets")
+            raise ValueError(
+                f"adversarial template names {sorted(taken)} are reserved for the prompt sets"
+            )
 
 
 def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, suite: EvalSuite) -> dict:
@@ -82,8 +86,13 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, suite: 
     judge = suite.judge or suite.rules
 
     def respond(prompts: Sequence[str]) -> list[str]:
-        return generate_responses(model, tokenizer, prompts, max_new_tokens=suite.max_new_tokens,
-                                  batch_size=suite.generation_batch_size)
+        return generate_responses(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=suite.max_new_tokens,
+            batch_size=suite.generation_batch_size,
+        )
 
     harmful_sets = {"harmful": list(suite.harmful_prompts)}
     if suite.ood_prompts:
@@ -93,15 +102,23 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, suite: 
     for name, prompts in harmful_sets.items():
         answers = respond(prompts)
         kinds = suite.rules.classify(prompts, answers)
-        verdicts = [kind != "compliance" for kind in kinds] if suite.judge is None else judge.judge(prompts, answers)
+        verdicts = (
+            [kind != "compliance" for kind in kinds]
+            if suite.judge is None
+            else judge.judge(prompts, answers)
+        )
         rates[name], classes[name] = share(verdicts), class_shares(kinds)
-        responses[name] = [{"prompt": p, "response": a, "class": k, "harmless": v}
-                           for p, a, k, v in zip(prompts, answers, kinds, verdicts, strict=True)]
+        responses[name] = [
+            {"prompt": p, "response": a, "class": k, "harmless": v}
+            for p, a, k, v in zip(prompts, answers, kinds, verdicts, strict=True)
+        ]
     benign_answers = respond(suite.benign_prompts)
     benign_kinds = suite.rules.classify(suite.benign_prompts, benign_answers)
     classes["benign"] = class_shares(benign_kinds)
-    responses["benign"] = [{"prompt": p, "response": a, "class": k}
-                           for p, a, k in zip(suite.benign_prompts, benign_answers, benign_kinds, strict=True)]
+    responses["benign"] = [
+        {"prompt": p, "response": a, "class": k}
+        for p, a, k in zip(suite.benign_prompts, benign_answers, benign_kinds, strict=True)
+    ]
 
     result = {
         "judge": judge.name,
@@ -112,13 +129,23 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, suite: 
         "harmless_rate": rates.pop("harmful"),
         "over_refusal_rate": 1.0 - classes["benign"]["compliance"],
         "classes": classes,
-        "perplexity": perplexity(model, tokenizer, suite.heldout_texts, block_length=suite.perplexity_block_length,
-                                 batch_size=suite.perplexity_batch_size),
+        "perplexity": perplexity(
+            model,
+            tokenizer,
+            suite.heldout_texts,
+            block_length=suite.perplexity_block_length,
+            batch_size=suite.perplexity_batch_size,
+        ),
         "robustness": rates,
     }
     if suite.lm_eval_tasks:
-        result["lm_eval"] = lm_eval_benchmarks(model, tokenizer, suite.lm_eval_tasks,
-                                               batch_size=suite.perplexity_batch_size, limit=suite.lm_eval_limit)
+        result["lm_eval"] = lm_eval_benchmarks(
+            model,
+            tokenizer,
+            suite.lm_eval_tasks,
+            batch_size=suite.perplexity_batch_size,
+            limit=suite.lm_eval_limit,
+        )
         if "skipped" in result["lm_eval"]:
             warnings.warn(result["lm_eval"]["skipped"], stacklevel=2)
     result["wall_time_s"] = time.perf_counter() - started
@@ -153,8 +180,9 @@ def rejudge(result: dict, rules: RuleJudge | None = None) -> dict:
     return updated
 
 
-def write_report(before: dict, after: dict, run_dir: str | Path,
-                 training_log: str | Path | None = None) -> dict[str, Path]:
+def write_report(
+    before: dict, after: dict, run_dir: str | Path, training_log: str | Path | None = None
+) -> dict[str, Path]:
     """Write report.json, report.md and the PNG plots into run_dir; returns their paths by name.
 
     before/after are `evaluate` results. training_log is a metrics.jsonl (one JSON object per
@@ -164,13 +192,22 @@ def write_report(before: dict, after: dict, run_dir: str | Path,
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     before_rows, after_rows = metric_rows(before), metric_rows(after)
-    deltas = {name: after_rows[name] - before_rows[name] for name in before_rows if name in after_rows}
+    deltas = {
+        name: after_rows[name] - before_rows[name] for name in before_rows if name in after_rows
+    }
     paths = {"json": run_dir / "report.json", "markdown": run_dir / "report.md"}
-    paths["json"].write_text(json.dumps({"before": before, "after": after, "delta": deltas}, indent=2) + "\n",
-                             encoding="utf-8")
-    paths["markdown"].write_text(_markdown(before, after, before_rows, after_rows), encoding="utf-8")
+    paths["json"].write_text(
+        json.dumps({"before": before, "after": after, "delta": deltas}, indent=2) + "\n",
+        encoding="utf-8",
+    )
+    paths["markdown"].write_text(
+        _markdown(before, after, before_rows, after_rows), encoding="utf-8"
+    )
     if importlib.util.find_spec("matplotlib") is None:
-        warnings.warn("matplotlib is not installed: report plots skipped (pip install matplotlib)", stacklevel=2)
+        warnings.warn(
+            "matplotlib is not installed: report plots skipped (pip install matplotlib)",
+            stacklevel=2,
+        )
         return paths
     paths["harmless_vs_perplexity"] = _plot_harmless_vs_perplexity(before, after, run_dir)
     if training_log is not None:
@@ -197,9 +234,15 @@ def metric_rows(result: dict) -> dict[str, float]:
     return rows
 
 
-def _markdown(before: dict, after: dict, before_rows: dict[str, float], after_rows: dict[str, float]) -> str:
+def _markdown(
+    before: dict, after: dict, before_rows: dict[str, float], after_rows: dict[str, float]
+) -> str:
     def setting(key: str) -> str:
-        return str(before[key]) if before[key] == after[key] else f"{before[key]} (before) / {after[key]} (after)"
+        return (
+            str(before[key])
+            if before[key] == after[key]
+            else f"{before[key]} (before) / {after[key]} (after)"
+        )
 
     def cell(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.3f}"
@@ -224,19 +267,35 @@ def _markdown(before: dict, after: dict, before_rows: dict[str, float], after_ro
     skipped = after.get("lm_eval", {}).get("skipped")
     if skipped:
         lines += ["", f"Note: {skipped}."]
-    lines += ["", "## Response classes (share of prompts; before -> after)", "",
-              "| prompt set | " + " | ".join(RESPONSE_CLASSES) + " |", "| --- |" + " ---: |" * len(RESPONSE_CLASSES)]
+    lines += [
+        "",
+        "## Response classes (share of prompts; before -> after)",
+        "",
+        "| prompt set | " + " | ".join(RESPONSE_CLASSES) + " |",
+        "| --- |" + " ---: |" * len(RESPONSE_CLASSES),
+    ]
     for name, shares in after["classes"].items():
         old_shares = before["classes"].get(name, {})
-        lines.append(f"| {name} | " + " | ".join(
-            f"{old_shares[kind]:.0%} -> {shares[kind]:.0%}" if kind in old_shares else f"{shares[kind]:.0%}"
-            for kind in RESPONSE_CLASSES) + " |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(
+                f"{old_shares[kind]:.0%} -> {shares[kind]:.0%}"
+                if kind in old_shares
+                else f"{shares[kind]:.0%}"
+                for kind in RESPONSE_CLASSES
+            )
+            + " |"
+        )
     for name, title in (("harmful", "held-out harmful"), ("benign", "benign")):
         lines += ["", f"## Sample responses to {title} prompts", ""]
         for old, new in _samples(before["responses"][name], after["responses"][name]):
-            lines += [f"**Prompt:** {old['prompt']}", "",
-                      f"- before ({old['class']}): {_quote(old['response'])}",
-                      f"- after ({new['class']}): {_quote(new['response'])}", ""]
+            lines += [
+                f"**Prompt:** {old['prompt']}",
+                "",
+                f"- before ({old['class']}): {_quote(old['response'])}",
+                f"- after ({new['class']}): {_quote(new['response'])}",
+                "",
+            ]
     return "\n".join(lines)
 
 
@@ -260,8 +319,12 @@ def _plot_harmless_vs_perplexity(before: dict, after: dict, run_dir: Path) -> Pa
     points = {"before": before, "after": after}
     for label, result in points.items():
         axes.scatter(result["perplexity"], result["harmless_rate"], s=60, label=label, zorder=3)
-    axes.annotate("", xy=(after["perplexity"], after["harmless_rate"]),
-                  xytext=(before["perplexity"], before["harmless_rate"]), arrowprops={"arrowstyle": "->"})
+    axes.annotate(
+        "",
+        xy=(after["perplexity"], after["harmless_rate"]),
+        xytext=(before["perplexity"], before["harmless_rate"]),
+        arrowprops={"arrowstyle": "->"},
+    )
     axes.set_xlabel("perplexity on held-out text (lower is better)")
     axes.set_ylabel(f"harmless rate ({after['num_prompts']['harmful']} prompts)")
     axes.set_ylim(-0.05, 1.05)
@@ -276,7 +339,11 @@ def _plot_harmless_vs_perplexity(before: dict, after: dict, run_dir: Path) -> Pa
 def _plot_training_curves(training_log: Path, run_dir: Path) -> Path:
     from matplotlib.figure import Figure
 
-    records = [json.loads(line) for line in training_log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = [
+        json.loads(line)
+        for line in training_log.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
     loss_keys = list(dict.fromkeys(key for record in records for key in record if "loss" in key))
     if not loss_keys:
         raise ValueError(f"{training_log} holds no loss key (a key containing 'loss') to plot")
@@ -284,7 +351,9 @@ def _plot_training_curves(training_log: Path, run_dir: Path) -> Path:
     axes = figure.subplots()
     for key in loss_keys:
         steps = [record["step"] for record in records if _is_number(record.get(key))]
-        axes.plot(steps, [record[key] for record in records if _is_number(record.get(key))], label=key)
+        axes.plot(
+            steps, [record[key] for record in records if _is_number(record.get(key))], label=key
+        )
     axes.set_xlabel("step")
     axes.set_ylabel("loss")
     axes.set_title("Training curves")

@@ -36,7 +36,9 @@ def mean_response_nll(
 ) -> torch.Tensor:
     """scale * (1/B) sum_b mean_{t in response_b} -log p(y_t | y_<t)."""
     hidden = model.hidden_states(batch.input_ids, batch.attention_mask)
-    return mean_response_nll_from_hidden(model, hidden, batch.input_ids, batch.response_mask, scale, backend)
+    return mean_response_nll_from_hidden(
+        model, hidden, batch.input_ids, batch.response_mask, scale, backend
+    )
 
 
 def mean_response_nll_from_hidden(

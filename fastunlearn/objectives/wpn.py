@@ -46,11 +46,16 @@ class WPN:
             raise ValueError(
                 f"candidate_span must be one of {CANDIDATE_SPANS}, got {candidate_span!r}"
             )
-        for name, weight in (("positive_nll_weight", positive_nll_weight), ("npair_weight", npair_weight)):
+        for name, weight in (
+            ("positive_nll_weight", positive_nll_weight),
+            ("npair_weight", npair_weight),
+        ):
             if not weight >= 0:
                 raise ValueError(f"{name} must be >= 0, got {weight}")
         if npair_weight == 0 and positive_nll_weight == 0:
-            raise ValueError("npair_weight and positive_nll_weight are both 0: WPN would train nothing")
+            raise ValueError(
+                "npair_weight and positive_nll_weight are both 0: WPN would train nothing"
+            )
         self.temperature, self.similarity, self.layer = temperature, similarity, layer
         self.candidate_span, self.backend = candidate_span, backend
         self.positive_nll_weight, self.npair_weight = positive_nll_weight, npair_weight
@@ -87,10 +92,17 @@ class WPN:
         if self.positive_nll_weight:
             # The positives are the first row of each group; their rows of this forward
             # serve when it pooled the head input, else they need one of their own.
-            ids, attention, response = batch.input_ids[::k], batch.attention_mask[::k], batch.response_mask[::k]
-            head_input = hidden[::k] if self.layer in (None, -1) else model.hidden_states(ids, attention)
-            positive_nll = mean_response_nll_from_hidden(model, head_input, ids, response,
-                                                         self.positive_nll_weight, self.backend)
+            ids, attention, response = (
+                batch.input_ids[::k],
+                batch.attention_mask[::k],
+                batch.response_mask[::k],
+            )
+            head_input = (
+                hidden[::k] if self.layer in (None, -1) else model.hidden_states(ids, attention)
+            )
+            positive_nll = mean_response_nll_from_hidden(
+                model, head_input, ids, response, self.positive_nll_weight, self.backend
+            )
             loss = loss + positive_nll
             stats["positive_nll"] = positive_nll.detach() / self.positive_nll_weight
         return ObjectiveOutput(loss, stats)

@@ -3,7 +3,10 @@
 from fastunlearn.ops.backend import BACKENDS, select_backend
 from fastunlearn.ops.linear_nll import linear_nll, reference_linear_nll
 from fastunlearn.ops.npair import npair_loss, reference_npair_loss
-from fastunlearn.ops.pooling import position_weighted_mean_pool, reference_position_weighted_mean_pool
+from fastunlearn.ops.pooling import (
+    position_weighted_mean_pool,
+    reference_position_weighted_mean_pool,
+)
 
 __all__ = [
     "BACKENDS",

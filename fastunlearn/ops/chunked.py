@@ -7,7 +7,7 @@ grad_x and the fp32 grad_weight accumulator. Only one [chunk, V] buffer ever exi
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -22,14 +22,20 @@ def default_chunk_size(n_tokens: int, vocab: int) -> int:
     return max(1, min(n_tokens, LOGITS_BUDGET // max(vocab, 1)))
 
 
-def chunked_linear_nll(x, weight, bias, labels, coef, chunk_size, needs_grad, chunk_kernel: ChunkKernel):
+def chunked_linear_nll(
+    x, weight, bias, labels, coef, chunk_size, needs_grad, chunk_kernel: ChunkKernel
+):
     n_tokens = x.shape[0]
     need_x, need_w, need_b = needs_grad
     compute_grads = need_x or need_w or (need_b and bias is not None)
     nll = torch.empty(n_tokens, dtype=torch.float32, device=x.device)
     grad_x = torch.empty_like(x) if need_x else None
     grad_w32 = torch.zeros(weight.shape, dtype=torch.float32, device=x.device) if need_w else None
-    grad_b32 = torch.zeros(bias.shape, dtype=torch.float32, device=x.device) if need_b and bias is not None else None
+    grad_b32 = (
+        torch.zeros(bias.shape, dtype=torch.float32, device=x.device)
+        if need_b and bias is not None
+        else None
+    )
     for start in range(0, n_tokens, chunk_size):
         stop = min(start + chunk_size, n_tokens)
         x_chunk = x[start:stop]

@@ -18,18 +18,25 @@ def pool_forward(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return _ops.pool_forward(hidden, weights)
 
 
-def pool_backward(grad_pooled: torch.Tensor, weights: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def pool_backward(
+    grad_pooled: torch.Tensor, weights: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
     return _ops.pool_backward(grad_pooled, weights, dtype)
 
 
 def npair_forward(anchor, cand, cand_mask, inv_temperature, cosine, eps):
-    return _ops.npair_forward(anchor, cand, cand_mask, float(inv_temperature), bool(cosine), float(eps))
+    return _ops.npair_forward(
+        anchor, cand, cand_mask, float(inv_temperature), bool(cosine), float(eps)
+    )
 
 
 def npair_backward(grad_loss, anchor, cand, cand_mask, logits, inv_temperature, cosine, eps):
-    return _ops.npair_backward(grad_loss, anchor, cand, cand_mask, logits, float(inv_temperature), bool(cosine),
-                               float(eps))
+    return _ops.npair_backward(
+        grad_loss, anchor, cand, cand_mask, logits, float(inv_temperature), bool(cosine), float(eps)
+    )
 
 
 def linear_nll_fused(x, weight, bias, labels, coef, chunk_size, needs_grad):
-    return _ops.linear_nll_fused(x, weight, bias, labels, coef, int(chunk_size), [bool(flag) for flag in needs_grad])
+    return _ops.linear_nll_fused(
+        x, weight, bias, labels, coef, int(chunk_size), [bool(flag) for flag in needs_grad]
+    )

@@ -18,10 +18,13 @@ from fastunlearn.ops.validation import check_same_device, check_shape, check_ten
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def reference_linear_nll(x, weight, labels, bias=None, token_weight=None, scale=1.0,
-                         ignore_index=-100, reduction="mean"):
+def reference_linear_nll(
+    x, weight, labels, bias=None, token_weight=None, scale=1.0, ignore_index=-100, reduction="mean"
+):
     """Readable ground truth with the logits materialised; differentiable through autograd."""
-    logits = F.linear(x, weight, bias).to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+    logits = F.linear(x, weight, bias).to(
+        torch.float64 if x.dtype == torch.float64 else torch.float32
+    )
     counted = labels != ignore_index
     nll = -torch.log_softmax(logits, dim=-1).gather(-1, labels.clamp_min(0)[..., None]).squeeze(-1)
     w = torch.ones_like(nll) if token_weight is None else token_weight.to(nll.dtype)
@@ -40,8 +43,12 @@ class LinearNLLFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, labels, coef, reduction, chunk_size, backend):
         impl = kernels(backend)
-        needs_grad = tuple(ctx.needs_input_grad[:3]) if reduction != "none" else (False, False, False)
-        nll, grad_x, grad_w, grad_b = impl.linear_nll_fused(x, weight, bias, labels, coef, chunk_size, needs_grad)
+        needs_grad = (
+            tuple(ctx.needs_input_grad[:3]) if reduction != "none" else (False, False, False)
+        )
+        nll, grad_x, grad_w, grad_b = impl.linear_nll_fused(
+            x, weight, bias, labels, coef, chunk_size, needs_grad
+        )
         per_token = coef * nll
         ctx.impl, ctx.reduction, ctx.chunk_size = impl, reduction, chunk_size
         if reduction == "none":
@@ -61,7 +68,13 @@ class LinearNLLFunction(torch.autograd.Function):
             x, weight, bias, labels, coef = ctx.saved_tensors
             recompute_coef = (coef * grad_loss.float()).contiguous()
             _, grad_x, grad_w, grad_b = ctx.impl.linear_nll_fused(
-                x, weight, bias, labels, recompute_coef, ctx.chunk_size, tuple(ctx.needs_input_grad[:3])
+                x,
+                weight,
+                bias,
+                labels,
+                recompute_coef,
+                ctx.chunk_size,
+                tuple(ctx.needs_input_grad[:3]),
             )
         else:
             if ctx.grads is None:
@@ -83,7 +96,9 @@ def _check_inputs(x, weight, labels, bias, token_weight, reduction):
     check_tensor("weight", weight, ndim=2, floating=True)
     check_tensor("labels", labels)
     if x.dim() < 1 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"x must end in the hidden size H={weight.shape[1]} of weight[V, H], got {tuple(x.shape)}")
+        raise ValueError(
+            f"x must end in the hidden size H={weight.shape[1]} of weight[V, H], got {tuple(x.shape)}"
+        )
     if x.dtype != weight.dtype:
         raise ValueError(f"x dtype {x.dtype} must match weight dtype {weight.dtype}")
     if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
@@ -108,7 +123,9 @@ def _check_label_range(labels: torch.Tensor, vocab: int, ignore_index: int) -> N
     bad = (labels != ignore_index) & ((labels < 0) | (labels >= vocab))
     if bool(bad.any()):
         value = labels[bad][0].item()
-        raise ValueError(f"labels must lie in [0, {vocab}) or equal ignore_index={ignore_index}; found {value}")
+        raise ValueError(
+            f"labels must lie in [0, {vocab}) or equal ignore_index={ignore_index}; found {value}"
+        )
 
 
 def linear_nll(
@@ -156,8 +173,14 @@ def linear_nll(
     backend = select_backend(x.device, backend)
     chunk = chunk_size or kernels(backend).default_chunk_size(x2.shape[0], vocab)
     loss, nll = LinearNLLFunction.apply(
-        x2, weight.contiguous(), None if bias is None else bias.contiguous(), kernel_labels,
-        coef.contiguous(), reduction, chunk, backend,
+        x2,
+        weight.contiguous(),
+        None if bias is None else bias.contiguous(),
+        kernel_labels,
+        coef.contiguous(),
+        reduction,
+        chunk,
+        backend,
     )
     if reduction == "none":
         loss = loss.reshape(out_shape)

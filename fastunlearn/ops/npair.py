@@ -17,7 +17,9 @@ REDUCTIONS = ("mean", "sum", "none")
 COSINE_EPS = 1e-8
 
 
-def reference_npair_loss(anchor, cand, temperature, similarity="cosine", cand_mask=None, reduction="mean"):
+def reference_npair_loss(
+    anchor, cand, temperature, similarity="cosine", cand_mask=None, reduction="mean"
+):
     """Readable ground truth: returns (loss, logits[B,K]); differentiable through autograd."""
     a, c = anchor, cand
     if similarity == "cosine":
@@ -43,9 +45,16 @@ class NPairLossFunction(torch.autograd.Function):
     def forward(ctx, anchor, cand, cand_mask, temperature, cosine, reduction, backend):
         impl = kernels(backend)
         anchor, cand = anchor.contiguous(), cand.contiguous()
-        per_row, logits = impl.npair_forward(anchor, cand, cand_mask, 1.0 / temperature, cosine, COSINE_EPS)
+        per_row, logits = impl.npair_forward(
+            anchor, cand, cand_mask, 1.0 / temperature, cosine, COSINE_EPS
+        )
         ctx.save_for_backward(anchor, cand, cand_mask, logits)
-        ctx.impl, ctx.inv_temperature, ctx.cosine, ctx.reduction = impl, 1.0 / temperature, cosine, reduction
+        ctx.impl, ctx.inv_temperature, ctx.cosine, ctx.reduction = (
+            impl,
+            1.0 / temperature,
+            cosine,
+            reduction,
+        )
         ctx.mark_non_differentiable(logits)
         return _reduce(per_row, reduction), logits
 
@@ -57,7 +66,14 @@ class NPairLossFunction(torch.autograd.Function):
         if ctx.reduction == "mean":
             grad_rows = grad_rows / rows
         grad_anchor, grad_cand = ctx.impl.npair_backward(
-            grad_rows.contiguous(), anchor, cand, cand_mask, logits, ctx.inv_temperature, ctx.cosine, COSINE_EPS
+            grad_rows.contiguous(),
+            anchor,
+            cand,
+            cand_mask,
+            logits,
+            ctx.inv_temperature,
+            ctx.cosine,
+            COSINE_EPS,
         )
         return grad_anchor, grad_cand, None, None, None, None, None
 
@@ -83,11 +99,15 @@ def npair_loss(
     check_tensor("cand", cand, ndim=3, floating=True)
     rows, dim = anchor.shape
     if cand.shape[0] != rows or cand.shape[2] != dim:
-        raise ValueError(f"cand must have shape [B, K, D] = [{rows}, K, {dim}] to match anchor, got {tuple(cand.shape)}")
+        raise ValueError(
+            f"cand must have shape [B, K, D] = [{rows}, K, {dim}] to match anchor, got {tuple(cand.shape)}"
+        )
     if cand.dtype != anchor.dtype:
         raise ValueError(f"cand dtype {cand.dtype} must match anchor dtype {anchor.dtype}")
     if cand.shape[1] < 2:
-        raise ValueError(f"cand needs K >= 2 candidates (one positive, at least one negative), got K={cand.shape[1]}")
+        raise ValueError(
+            f"cand needs K >= 2 candidates (one positive, at least one negative), got K={cand.shape[1]}"
+        )
     if not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ValueError(f"temperature must be a positive number, got {temperature!r}")
     if similarity not in SIMILARITIES:
@@ -105,7 +125,12 @@ def npair_loss(
             raise ValueError("cand_mask[:, 0] must be True: column 0 is each row's positive")
     check_same_device(anchor=anchor, cand=cand)
     loss, logits = NPairLossFunction.apply(
-        anchor, cand, cand_mask, float(temperature), similarity == "cosine", reduction,
+        anchor,
+        cand,
+        cand_mask,
+        float(temperature),
+        similarity == "cosine",
+        reduction,
         select_backend(anchor.device, backend),
     )
     return (loss, logits) if return_logits else loss

@@ -53,4 +53,6 @@ def position_weighted_mean_pool(
     check_tensor("mask", mask)
     check_shape("mask", mask, hidden.shape[:2], "[B, T] of hidden")
     check_same_device(hidden=hidden, mask=mask)
-    return PositionWeightedMeanPoolFunction.apply(hidden, mask, select_backend(hidden.device, backend))
+    return PositionWeightedMeanPoolFunction.apply(
+        hidden, mask, select_backend(hidden.device, backend)
+    )

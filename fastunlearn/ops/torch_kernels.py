@@ -39,7 +39,9 @@ def pool_forward(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return pooled.to(hidden.dtype)
 
 
-def pool_backward(grad_pooled: torch.Tensor, weights: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def pool_backward(
+    grad_pooled: torch.Tensor, weights: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
     return (weights[:, :, None] * grad_pooled.float()[:, None, :]).to(dtype)
 
 
@@ -82,7 +84,9 @@ def npair_backward(grad_loss, anchor, cand, cand_mask, logits, inv_temperature, 
     return grad_a.to(anchor.dtype), grad_c.to(cand.dtype)
 
 
-def nll_chunk(logits: torch.Tensor, labels: torch.Tensor, coef: torch.Tensor | None) -> torch.Tensor:
+def nll_chunk(
+    logits: torch.Tensor, labels: torch.Tensor, coef: torch.Tensor | None
+) -> torch.Tensor:
     """Per-token NLL of one chunk; with ``coef``, overwrite ``logits`` with dL/dlogits."""
     logits32 = logits.float()
     lse = torch.logsumexp(logits32, dim=1)

@@ -14,7 +14,9 @@ def check_tensor(name: str, value, *, ndim: int | None = None, floating: bool = 
     if ndim is not None and value.dim() != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(value.shape)}")
     if floating and value.dtype not in KERNEL_DTYPES:
-        raise ValueError(f"{name} must be a floating tensor (fp32, bf16 or fp16), got {value.dtype}")
+        raise ValueError(
+            f"{name} must be a floating tensor (fp32, bf16 or fp16), got {value.dtype}"
+        )
 
 
 def check_same_device(**tensors: torch.Tensor | None) -> None:
@@ -27,4 +29,6 @@ def check_same_device(**tensors: torch.Tensor | None) -> None:
 
 def check_shape(name: str, value: torch.Tensor, expected: tuple[int, ...], described: str) -> None:
     if tuple(value.shape) != tuple(expected):
-        raise ValueError(f"{name} must have shape {described} = {tuple(expected)}, got {tuple(value.shape)}")
+        raise ValueError(
+            f"{name} must have shape {described} = {tuple(expected)}, got {tuple(value.shape)}"
+        )

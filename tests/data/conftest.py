@@ -60,7 +60,9 @@ def build_tokenizer(
     if prepend_bos:
         bos = special_tokens["bos_token"]
         backend.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, backend.token_to_id(bos))]
+            single=f"{bos} $A",
+            pair=f"{bos} $A $B",
+            special_tokens=[(bos, backend.token_to_id(bos))],
         )
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, **special_tokens)
     tokenizer.chat_template = chat_template
@@ -69,7 +71,9 @@ def build_tokenizer(
 
 def build_gpt2_style_tokenizer() -> PreTrainedTokenizerFast:
     """No chat template, no BOS added, EOS = <|endoftext|>, no pad token."""
-    return build_tokenizer(special_tokens={"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"})
+    return build_tokenizer(
+        special_tokens={"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}
+    )
 
 
 def build_opt_style_tokenizer() -> PreTrainedTokenizerFast:

@@ -30,7 +30,9 @@ def test_shapes_dtypes_and_padding_values(examples):
         assert not (batch["prompt_mask"] | batch["response_mask"])[padding].any()
         # Each row's padding is on the requested side.
         edge = 0 if side == "left" else -1
-        assert (batch["attention_mask"][:, edge] == 0).sum() == sum(n < max(lengths) for n in lengths)
+        assert (batch["attention_mask"][:, edge] == 0).sum() == sum(
+            n < max(lengths) for n in lengths
+        )
 
 
 def test_left_and_right_padding_give_the_same_rows(examples):

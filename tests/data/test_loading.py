@@ -27,10 +27,12 @@ def test_text_file_one_row_per_line_or_one_document(tmp_path):
 
 def test_dataset_dict_folder_takes_the_named_split(tmp_path):
     path = tmp_path / "saved"
-    datasets.DatasetDict({
-        "train": datasets.Dataset.from_list(ROWS[:2]),
-        "test": datasets.Dataset.from_list(ROWS[2:]),
-    }).save_to_disk(str(path))
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list(ROWS[:2]),
+            "test": datasets.Dataset.from_list(ROWS[2:]),
+        }
+    ).save_to_disk(str(path))
     assert load_rows(path).to_list() == ROWS[:2]
     assert load_rows(path, split="test").to_list() == ROWS[2:]
     with pytest.raises(ValueError, match=r"no split 'validation'.*\['train', 'test'\]"):

@@ -14,7 +14,10 @@ from tests.data.files import write_rows
 from tests.engine.conftest import one_thread  # noqa: F401 - autouse: tiny models on one thread
 from tests.engine.helpers import tiny_opt
 
-PROMPTS = ["Tell me a story about a dragon.", "How can I pick a lock to get into my neighbour's house?"]
+PROMPTS = [
+    "Tell me a story about a dragon.",
+    "How can I pick a lock to get into my neighbour's house?",
+]
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +26,14 @@ def model(request):
 
 
 def generate(model, tokenizer, prompts, **options):
-    options = {"num_negatives": 3, "max_new_tokens": 6, "batch_size": 2, "seed": 0, "progress": False, **options}
+    options = {
+        "num_negatives": 3,
+        "max_new_tokens": 6,
+        "batch_size": 2,
+        "seed": 0,
+        "progress": False,
+        **options,
+    }
     return generate_negatives(model, tokenizer, prompts, **options)
 
 
@@ -34,7 +44,9 @@ def test_seeded_and_leaves_the_global_rng_alone(model, opt_style_tokenizer):
     assert first == generate(model, opt_style_tokenizer, PROMPTS)
     assert [record.prompt for record in first] == PROMPTS
     for record in first:
-        assert 1 <= len(record.negatives) <= 3 and all(text.strip() == text and text for text in record.negatives)
+        assert 1 <= len(record.negatives) <= 3 and all(
+            text.strip() == text and text for text in record.negatives
+        )
     assert first != generate(model, opt_style_tokenizer, PROMPTS, seed=1)
 
 
@@ -50,13 +62,18 @@ def test_left_padding_does_not_change_a_prompts_answer(model, any_tokenizer):
 def test_jsonl_round_trip_is_atomic(tmp_path):
     records = [HarmfulPrompt(PROMPTS[0], ("a", "b"), ()), HarmfulPrompt(PROMPTS[1], ("c",), ())]
     path = save_negatives(tmp_path / "runs" / "negatives.jsonl", records)
-    assert sorted(p.name for p in path.parent.iterdir()) == ["negatives.jsonl"]  # no staging file left
+    assert sorted(p.name for p in path.parent.iterdir()) == [
+        "negatives.jsonl"
+    ]  # no staging file left
     assert read_negatives(path) == {PROMPTS[0]: ("a", "b"), PROMPTS[1]: ("c",)}
 
 
 def test_wrong_columns_are_named(tmp_path):
     path = write_rows(tmp_path, "negatives", ".jsonl", [{"prompt": "p", "responses": ["a"]}])
-    with pytest.raises(ValueError, match=r"expected columns \['prompt', 'negatives'\], found \['prompt', 'responses'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"expected columns \['prompt', 'negatives'\], found \['prompt', 'responses'\]",
+    ):
         read_negatives(path)
 
 

@@ -41,9 +41,11 @@ def test_plain_template_spans_gpt2_style(gpt2_style_tokenizer):
     example = tokenize_pair(gpt2_style_tokenizer, PROMPT, RESPONSE)
     assert_contiguous_prompt_then_response(example)
     assert span_text(gpt2_style_tokenizer, example, example.prompt_mask) == (
-        f"### Question: {PROMPT}\n### Answer:")
+        f"### Question: {PROMPT}\n### Answer:"
+    )
     assert span_text(gpt2_style_tokenizer, example, example.response_mask) == (
-        f" {RESPONSE}<|endoftext|>")
+        f" {RESPONSE}<|endoftext|>"
+    )
     assert example.response_mask[-1] and example.input_ids[-1] == gpt2_style_tokenizer.eos_token_id
 
 
@@ -52,7 +54,8 @@ def test_plain_template_spans_opt_style_keep_bos_in_prompt(opt_style_tokenizer):
     assert_contiguous_prompt_then_response(example)
     assert example.input_ids[0] == opt_style_tokenizer.bos_token_id
     assert span_text(opt_style_tokenizer, example, example.prompt_mask) == (
-        f"</s>### Question: {PROMPT}\n### Answer:")
+        f"</s>### Question: {PROMPT}\n### Answer:"
+    )
     assert span_text(opt_style_tokenizer, example, example.response_mask) == f" {RESPONSE}</s>"
 
 
@@ -96,13 +99,15 @@ def test_chat_template_text_before_content_is_in_neither_span():
 def test_chat_template_without_an_end_of_turn_marker_gets_eos():
     tokenizer = build_tokenizer(
         special_tokens={"eos_token": "<|im_end|>", "bos_token": "<|im_start|>"},
-        chat_template=SMOL_CHAT_TEMPLATE.replace("{{ message['content'] }}<|im_end|>\n",
-                                                 "{{ message['content'] }}\n\n"),
+        chat_template=SMOL_CHAT_TEMPLATE.replace(
+            "{{ message['content'] }}<|im_end|>\n", "{{ message['content'] }}\n\n"
+        ),
     )
     example = tokenize_pair(tokenizer, PROMPT, RESPONSE)
     assert span_text(tokenizer, example, example.response_mask) == RESPONSE + "<|im_end|>"
-    assert example.input_ids[example.response_mask.index(True) + sum(example.response_mask) - 1] == (
-        tokenizer.eos_token_id)
+    assert example.input_ids[
+        example.response_mask.index(True) + sum(example.response_mask) - 1
+    ] == (tokenizer.eos_token_id)
 
 
 def test_end_of_turn_marker_only_right_after_the_content(chat_tokenizer):
@@ -115,8 +120,9 @@ def test_end_of_turn_marker_only_right_after_the_content(chat_tokenizer):
 def test_chat_template_whose_prompt_is_not_the_start_of_the_conversation():
     tokenizer = build_tokenizer(
         special_tokens={"eos_token": "<|im_end|>", "bos_token": "<|im_start|>"},
-        chat_template=SMOL_CHAT_TEMPLATE.replace("<|im_start|>assistant\n{% endif %}",
-                                                 "<|im_start|>model\n{% endif %}"),
+        chat_template=SMOL_CHAT_TEMPLATE.replace(
+            "<|im_start|>assistant\n{% endif %}", "<|im_start|>model\n{% endif %}"
+        ),
     )
     with pytest.raises(ValueError, match="generation prompt differently"):
         tokenize_pair(tokenizer, PROMPT, RESPONSE)
@@ -125,9 +131,13 @@ def test_chat_template_whose_prompt_is_not_the_start_of_the_conversation():
 def test_offsets_agree_with_the_prefix_check(any_tokenizer):
     chat = bool(any_tokenizer.chat_template)
     text, char_boundaries = (
-        _render_chat(any_tokenizer, PROMPT, RESPONSE)[:2] if chat else _render_plain(PROMPT, RESPONSE)
+        _render_chat(any_tokenizer, PROMPT, RESPONSE)[:2]
+        if chat
+        else _render_plain(PROMPT, RESPONSE)
     )
-    _, by_prefix = _token_boundaries(any_tokenizer, text, char_boundaries, add_special_tokens=not chat)
+    _, by_prefix = _token_boundaries(
+        any_tokenizer, text, char_boundaries, add_special_tokens=not chat
+    )
     by_offsets = _token_boundaries_by_offsets(
         any_tokenizer, text, char_boundaries, add_special_tokens=not chat
     )
@@ -150,7 +160,7 @@ def test_offsets_fallback_when_a_token_crosses_the_boundary(boundary_merging_tok
     tokenizer = boundary_merging_tokenizer
     text, (prompt_end, _, _) = _render_plain(PROMPT, RESPONSE)
     prompt_ids, full_ids = tokenizer(text[:prompt_end])["input_ids"], tokenizer(text)["input_ids"]
-    assert full_ids[:len(prompt_ids)] != prompt_ids, "the prefix check must fail for this test"
+    assert full_ids[: len(prompt_ids)] != prompt_ids, "the prefix check must fail for this test"
 
     example = tokenize_pair(tokenizer, PROMPT, RESPONSE)
     assert_contiguous_prompt_then_response(example)
@@ -163,16 +173,22 @@ def test_offsets_fallback_when_a_token_crosses_the_boundary(boundary_merging_tok
 
 def test_prompt_swallowed_by_one_token_is_refused():
     rendered = _render_plain(PROMPT, RESPONSE)[0]
-    tokenizer = build_tokenizer(special_tokens={"eos_token": "<|endoftext|>"}, split_words=False,
-                                training_texts=[rendered] * 5)
+    tokenizer = build_tokenizer(
+        special_tokens={"eos_token": "<|endoftext|>"},
+        split_words=False,
+        training_texts=[rendered] * 5,
+    )
     with pytest.raises(ValueError, match="example 0: the prompt covers no token"):
         tokenize_pairs(tokenizer, [(PROMPT, RESPONSE)])
 
 
-@pytest.mark.parametrize("pair, message", [
-    (("  ", RESPONSE), "example 1 of pairs.jsonl: the prompt is empty"),
-    ((PROMPT, ""), "example 1 of pairs.jsonl: the response is empty"),
-])
+@pytest.mark.parametrize(
+    "pair, message",
+    [
+        (("  ", RESPONSE), "example 1 of pairs.jsonl: the prompt is empty"),
+        ((PROMPT, ""), "example 1 of pairs.jsonl: the response is empty"),
+    ],
+)
 def test_blank_text_is_refused_with_its_index(any_tokenizer, pair, message):
     with pytest.raises(ValueError, match=message):
         tokenize_pairs(any_tokenizer, [(PROMPT, RESPONSE), pair], source="pairs.jsonl")
@@ -181,8 +197,9 @@ def test_blank_text_is_refused_with_its_index(any_tokenizer, pair, message):
 def test_truncation_keeps_a_shortened_response(any_tokenizer):
     full = tokenize_pair(any_tokenizer, PROMPT, RESPONSE)
     prompt_length = sum(full.prompt_mask)
-    [example] = tokenize_pairs(any_tokenizer, [PromptResponse(PROMPT, RESPONSE)],
-                               max_length=prompt_length + 2)
+    [example] = tokenize_pairs(
+        any_tokenizer, [PromptResponse(PROMPT, RESPONSE)], max_length=prompt_length + 2
+    )
     assert example == full.truncated(prompt_length + 2)
     assert sum(example.prompt_mask) == prompt_length and sum(example.response_mask) == 2
 
@@ -200,7 +217,9 @@ def test_overlong_prompts_skipped_with_a_warning_listing_them(any_tokenizer):
     short = ("Hi?", "Hello.")
     pairs = [short, (PROMPT, RESPONSE), short, (PROMPT, "Mix.")]
     with pytest.warns(UserWarning, match=r"skipped 2 example\(s\).*indices \[1, 3\]"):
-        examples = tokenize_pairs(any_tokenizer, pairs, max_length=prompt_length, on_overlong="skip")
+        examples = tokenize_pairs(
+            any_tokenizer, pairs, max_length=prompt_length, on_overlong="skip"
+        )
     kept = tokenize_pair(any_tokenizer, *short).truncated(prompt_length)
     assert any(kept.response_mask)
     assert examples == [kept, kept]
@@ -234,8 +253,9 @@ def test_blocks_without_overlap(gpt2_style_tokenizer, corpus_ids):
     # Full blocks, plus one ending at the last token when they stop short of it.
     assert len(blocks) == n // 4 + (n % 4 > 0)
     assert all(len(block) == 4 for block in blocks)
-    assert [block.input_ids for block in blocks[:n // 4]] == [
-        corpus_ids[start:start + 4] for start in range(0, n - 3, 4)]
+    assert [block.input_ids for block in blocks[: n // 4]] == [
+        corpus_ids[start : start + 4] for start in range(0, n - 3, 4)
+    ]
     assert blocks[-1].input_ids == corpus_ids[-4:]
     assert all(all(b.response_mask) and not any(b.prompt_mask) for b in blocks)
 
@@ -246,7 +266,7 @@ def test_blocks_with_stride(gpt2_style_tokenizer, corpus_ids, stride):
     starts = list(range(0, len(corpus_ids) - 5 + 1, stride))
     if starts[-1] + 5 < len(corpus_ids):
         starts.append(len(corpus_ids) - 5)
-    assert [block.input_ids for block in blocks] == [corpus_ids[s:s + 5] for s in starts]
+    assert [block.input_ids for block in blocks] == [corpus_ids[s : s + 5] for s in starts]
 
 
 def test_blocks_of_a_corpus_shorter_than_one_block(gpt2_style_tokenizer, corpus_ids):

@@ -31,4 +31,6 @@ def data(tmp_path):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "deepspeed: starts a multi-rank DeepSpeed job on CPU (needs deepspeed)")
+    config.addinivalue_line(
+        "markers", "deepspeed: starts a multi-rank DeepSpeed job on CPU (needs deepspeed)"
+    )

@@ -55,7 +55,8 @@ def main() -> None:
         embedding = unlearner.model.get_input_embeddings().weight
         results[Path(config.train.output_dir).name] = {
             "local_embedding_numel": embedding.numel(),
-            "full_embedding_numel": getattr(embedding, "ds_numel", embedding.numel())}
+            "full_embedding_numel": getattr(embedding, "ds_numel", embedding.numel()),
+        }
         unlearner.train()
         del unlearner, embedding
         gc.collect()

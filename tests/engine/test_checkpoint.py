@@ -18,24 +18,34 @@ def write_checkpoint(output_dir, step, model, keep=0):
     final = checkpoint.checkpoint_path(output_dir, step)
     staging = checkpoint.staging_path(final)
     staging.mkdir(parents=True)
-    checkpoint.write_state(staging, checkpoint.TrainerState(step, {"next_batch": step}, checkpoint.model_fingerprint(model)))
+    checkpoint.write_state(
+        staging,
+        checkpoint.TrainerState(step, {"next_batch": step}, checkpoint.model_fingerprint(model)),
+    )
     return checkpoint.publish(staging, final, keep)
 
 
 def test_a_staging_folder_never_counts_as_a_checkpoint(tmp_path, model):
     staging = checkpoint.staging_path(checkpoint.checkpoint_path(tmp_path, 5))
     staging.mkdir()
-    checkpoint.write_state(staging, checkpoint.TrainerState(5, {}, checkpoint.model_fingerprint(model)))
+    checkpoint.write_state(
+        staging, checkpoint.TrainerState(5, {}, checkpoint.model_fingerprint(model))
+    )
     (tmp_path / "checkpoint-notes").mkdir()  # nor does anything else named like one
     assert list_checkpoints(tmp_path) == [] and latest_checkpoint(tmp_path) is None
     published = write_checkpoint(tmp_path, 3, model)
-    assert latest_checkpoint(tmp_path) == published and not checkpoint.staging_path(published).exists()
+    assert (
+        latest_checkpoint(tmp_path) == published and not checkpoint.staging_path(published).exists()
+    )
 
 
 def test_publish_keeps_the_newest_and_orders_by_step(tmp_path, model):
     for step in (8, 10, 9, 12):
         write_checkpoint(tmp_path, step, model, keep=2)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-0000010", "checkpoint-0000012"]
+    assert [p.name for p in list_checkpoints(tmp_path)] == [
+        "checkpoint-0000010",
+        "checkpoint-0000012",
+    ]
 
 
 def test_a_checkpoint_of_another_model_is_refused(tmp_path, model, tokenizer):

@@ -14,23 +14,36 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 def test_yaml_then_overrides_with_types_converted(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("train:\n  max_steps: 7\n  learning_rate: 1e-4\nlora:\n  enabled: true\n")
-    config = UnlearnConfig.load(path, ["train.max_steps=9", "lora.target_modules=[q_proj,v_proj]", "objective.layer=-2"])
-    assert config.train.max_steps == 9 and config.train.learning_rate == 1e-4  # YAML's "1e-4" is a float here
+    config = UnlearnConfig.load(
+        path, ["train.max_steps=9", "lora.target_modules=[q_proj,v_proj]", "objective.layer=-2"]
+    )
+    assert (
+        config.train.max_steps == 9 and config.train.learning_rate == 1e-4
+    )  # YAML's "1e-4" is a float here
     assert config.lora.enabled and config.lora.target_modules == ["q_proj", "v_proj"]
     assert config.objective.layer == -2 and config.train.seed == 0  # untouched defaults stay
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("trian.max_steps=3", "Key 'trian' not in 'UnlearnConfig'. Did you mean: 'train'?"),
-    ("train.learning_rat=1e-3", "Did you mean: 'learning_rate'?"),
-    ("train.max_steps=many", "Value 'many' of type 'str' could not be converted to Integer"),
-    ("objective.name=sgd", r"objective.name must be one of \['wpn', 'ga', 'ga_mismatch_kl', 'npo'\], got 'sgd'"),
-    ("train.max_steps", "must look like key=value"),
-    ("evaluation.judge=oracle", r"evaluation.judge must be one of \['rules', 'generative', 'classifier'\]"),
-    ("evaluation.judge=generative", 'evaluation.judge=generative needs evaluation.judge_model'),
-    ("evaluation.judge_template=t.txt", "judge_template is read by the generative judge only"),
-    ("evaluation.prompts_per_set=0", "evaluation.prompts_per_set must be positive"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trian.max_steps=3", "Key 'trian' not in 'UnlearnConfig'. Did you mean: 'train'?"),
+        ("train.learning_rat=1e-3", "Did you mean: 'learning_rate'?"),
+        ("train.max_steps=many", "Value 'many' of type 'str' could not be converted to Integer"),
+        (
+            "objective.name=sgd",
+            r"objective.name must be one of \['wpn', 'ga', 'ga_mismatch_kl', 'npo'\], got 'sgd'",
+        ),
+        ("train.max_steps", "must look like key=value"),
+        (
+            "evaluation.judge=oracle",
+            r"evaluation.judge must be one of \['rules', 'generative', 'classifier'\]",
+        ),
+        ("evaluation.judge=generative", "evaluation.judge=generative needs evaluation.judge_model"),
+        ("evaluation.judge_template=t.txt", "judge_template is read by the generative judge only"),
+        ("evaluation.prompts_per_set=0", "evaluation.prompts_per_set must be positive"),
+    ],
+)
 def test_bad_overrides_are_refused_with_a_reason(override, message):
     with pytest.raises(ConfigError, match=message):
         UnlearnConfig.load(None, [override])
@@ -45,18 +58,30 @@ def test_unknown_key_in_a_file_names_the_file(tmp_path):
         UnlearnConfig.load(tmp_path / "missing.yaml")
 
 
-@pytest.mark.parametrize("name", ["wpn_lora.yaml", "ga_mismatch_kl.yaml", "npo.yaml", "demo.yaml", "recipe_full.yaml"])
+@pytest.mark.parametrize(
+    "name", ["wpn_lora.yaml", "ga_mismatch_kl.yaml", "npo.yaml", "demo.yaml", "recipe_full.yaml"]
+)
 def test_shipped_configs_load(name):
     config = UnlearnConfig.load(CONFIGS / name)
     assert config.objective.name in name or name in ("demo.yaml", "recipe_full.yaml")
 
 
 def test_deepspeed_auto_values_come_from_the_run_config():
-    config = UnlearnConfig.load(None, ["data.batch_size=3", "train.gradient_accumulation_steps=2",
-                                       "train.precision=bf16", "train.max_grad_norm=0.5"])
+    config = UnlearnConfig.load(
+        None,
+        [
+            "data.batch_size=3",
+            "train.gradient_accumulation_steps=2",
+            "train.precision=bf16",
+            "train.max_grad_norm=0.5",
+        ],
+    )
     raw = json.loads((CONFIGS / "deepspeed" / "zero3.json").read_text())
     resolved = resolve_deepspeed_config(raw, config, world_size=4)
-    assert resolved["train_micro_batch_size_per_gpu"] == 3 and resolved["gradient_accumulation_steps"] == 2
+    assert (
+        resolved["train_micro_batch_size_per_gpu"] == 3
+        and resolved["gradient_accumulation_steps"] == 2
+    )
     assert resolved["train_batch_size"] == 24 and resolved["gradient_clipping"] == 0.5
     assert resolved["bf16"]["enabled"] is True and resolved["fp16"]["enabled"] is False
     fill_hidden_size_keys(resolved, 64)
@@ -66,8 +91,12 @@ def test_deepspeed_auto_values_come_from_the_run_config():
 
 def test_deepspeed_values_that_contradict_the_run_config_are_listed():
     config = UnlearnConfig.load(None, ["data.batch_size=2", "train.gradient_accumulation_steps=1"])
-    raw = {"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1, "bf16": {"enabled": True},
-           "zero_optimization": {"stage": 2}}
+    raw = {
+        "train_micro_batch_size_per_gpu": 4,
+        "gradient_accumulation_steps": 1,
+        "bf16": {"enabled": True},
+        "zero_optimization": {"stage": 2},
+    }
     with pytest.raises(ConfigError) as error:
         resolve_deepspeed_config(raw, config, world_size=1, source="ds.json")
     message = str(error.value)

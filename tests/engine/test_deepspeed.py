@@ -37,15 +37,28 @@ RESUMED = "zero3-wpn"  # also killed (in effect) after step 2 and resumed
 
 
 def overrides(model_dir, data, output_dir, objective):
-    return [f"model.name_or_path={model_dir}", f"data.forget.path={data['forget']}",
-            f"data.retain.path={data['normal']}", f"data.positives.path={data['refusals']}",
-            "data.num_negatives=2", "data.batch_size=2", "data.max_length=48", f"objective.name={objective}",
-            f"train.output_dir={output_dir}", "train.max_steps=3", "train.learning_rate=1e-2",
-            "train.warmup_steps=1", "train.progress_bar=false", "train.seed=3"]
+    return [
+        f"model.name_or_path={model_dir}",
+        f"data.forget.path={data['forget']}",
+        f"data.retain.path={data['normal']}",
+        f"data.positives.path={data['refusals']}",
+        "data.num_negatives=2",
+        "data.batch_size=2",
+        "data.max_length=48",
+        f"objective.name={objective}",
+        f"train.output_dir={output_dir}",
+        "train.max_steps=3",
+        "train.learning_rate=1e-2",
+        "train.warmup_steps=1",
+        "train.progress_bar=false",
+        "train.seed=3",
+    ]
 
 
 def losses(output_dir):
-    return [json.loads(line)["loss"] for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+    return [
+        json.loads(line)["loss"] for line in (output_dir / "metrics.jsonl").read_text().splitlines()
+    ]
 
 
 def max_difference(first, second):
@@ -70,11 +83,29 @@ def deepspeed_runs(tmp_path_factory):
         if name == RESUMED:
             plan.append({"overrides": settings, "resume_from_step": 2})
     (root / "plan.json").write_text(json.dumps(plan))
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    command = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(WORLD_SIZE),
-               "--master_port", str(free_port()), str(JOB), "--plan", str(root / "plan.json")]
-    job = subprocess.run(command, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=570)
+    env = {
+        **os.environ,
+        "DS_ACCELERATOR": "cpu",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "deepspeed.launcher.runner",
+        "--num_gpus",
+        str(WORLD_SIZE),
+        "--master_port",
+        str(free_port()),
+        str(JOB),
+        "--plan",
+        str(root / "plan.json"),
+    ]
+    job = subprocess.run(
+        command, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=570
+    )
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     return root, model_dir, data, json.loads((root / "RESULT.json").read_text())
 
@@ -84,12 +115,18 @@ def test_deepspeed_matches_a_single_process(deepspeed_runs, name):
     root, model_dir, data, results = deepspeed_runs
     objective, deepspeed_config = RUNS[name]
     settings = overrides(model_dir, data, root / f"single-{name}", objective)
-    single = UnlearnConfig.load(None, [*settings, f"train.gradient_accumulation_steps={WORLD_SIZE}"])
+    single = UnlearnConfig.load(
+        None, [*settings, f"train.gradient_accumulation_steps={WORLD_SIZE}"]
+    )
     single_final = Unlearner(single).train()
 
-    torch.testing.assert_close(losses(root / name), losses(root / f"single-{name}"), rtol=1e-5, atol=1e-6)
-    difference = max_difference(load_file(root / name / "final" / "model.safetensors"),
-                                load_file(single_final / "model.safetensors"))
+    torch.testing.assert_close(
+        losses(root / name), losses(root / f"single-{name}"), rtol=1e-5, atol=1e-6
+    )
+    difference = max_difference(
+        load_file(root / name / "final" / "model.safetensors"),
+        load_file(single_final / "model.safetensors"),
+    )
     print(f"{name}: max |DeepSpeed - single process| over final weights = {difference:.2e}")
     assert difference < 1e-4
     if deepspeed_config == "zero3.json":  # the weights really were sharded
@@ -100,6 +137,8 @@ def test_deepspeed_matches_a_single_process(deepspeed_runs, name):
 def test_deepspeed_resume_continues_exactly(deepspeed_runs):
     root = deepspeed_runs[0] / RESUMED
     assert (root / "checkpoint-0000002" / "deepspeed").is_dir()
-    difference = max_difference(load_file(root / "final" / "model.safetensors"),
-                                load_file(root / "final-uninterrupted" / "model.safetensors"))
+    difference = max_difference(
+        load_file(root / "final" / "model.safetensors"),
+        load_file(root / "final-uninterrupted" / "model.safetensors"),
+    )
     assert difference == 0.0

@@ -23,11 +23,25 @@ def write_config(folder: Path, data: dict, model_dir: Path) -> Path:
     config = {
         "model": {"name_or_path": str(model_dir)},
         "lora": {"enabled": True, "dropout": 0.1, "target_modules": ["q_proj", "v_proj", "fc1"]},
-        "data": {"forget": {"path": str(data["forget"])}, "positives": {"path": str(data["refusals"])},
-                 "retain": {"path": str(data["normal"])}, "num_negatives": 2, "batch_size": 2, "max_length": 48},
+        "data": {
+            "forget": {"path": str(data["forget"])},
+            "positives": {"path": str(data["refusals"])},
+            "retain": {"path": str(data["normal"])},
+            "num_negatives": 2,
+            "batch_size": 2,
+            "max_length": 48,
+        },
         "objective": {"name": "wpn", "retain": "kl"},
-        "train": {"max_steps": MAX_STEPS, "learning_rate": 1e-2, "warmup_steps": 2, "checkpoint_every": 2,
-                  "gradient_accumulation_steps": 2, "deterministic": True, "progress_bar": False, "seed": 5},
+        "train": {
+            "max_steps": MAX_STEPS,
+            "learning_rate": 1e-2,
+            "warmup_steps": 2,
+            "checkpoint_every": 2,
+            "gradient_accumulation_steps": 2,
+            "deterministic": True,
+            "progress_bar": False,
+            "seed": 5,
+        },
     }
     path = folder / "run.yaml"
     path.write_text(json.dumps(config))  # JSON is YAML
@@ -35,21 +49,43 @@ def write_config(folder: Path, data: dict, model_dir: Path) -> Path:
 
 
 def cli(config_path: Path, output_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "fastunlearn", "unlearn", "--config", str(config_path),
-            "--set", f"train.output_dir={output_dir}", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "fastunlearn",
+        "unlearn",
+        "--config",
+        str(config_path),
+        "--set",
+        f"train.output_dir={output_dir}",
+        *extra,
+    ]
 
 
 def test_a_killed_run_resumes_exactly(tmp_path, data):
     model_dir = save_tiny_model(tmp_path / "model")
     config_path = write_config(tmp_path, data, model_dir)
     killed = tmp_path / "killed"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(cli(config_path, killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "OMP_NUM_THREADS": "1",
+    }
+    process = subprocess.Popen(
+        cli(config_path, killed),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 240
     while not list_checkpoints(killed):
-        assert process.poll() is None, f"the run ended before it could be killed:\n{process.stderr.read()}"
+        assert process.poll() is None, (
+            f"the run ended before it could be killed:\n{process.stderr.read()}"
+        )
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
@@ -57,10 +93,19 @@ def test_a_killed_run_resumes_exactly(tmp_path, data):
     stopped_at = int(list_checkpoints(killed)[-1].name.split("-")[1])
     assert stopped_at < MAX_STEPS and not (killed / "final").exists()
 
-    resumed = subprocess.run(cli(config_path, killed, "--resume"), check=False, cwd=ROOT, env=env, capture_output=True,
-                             text=True, timeout=300)
+    resumed = subprocess.run(
+        cli(config_path, killed, "--resume"),
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
-    steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    steps = [
+        json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()
+    ]
     assert steps == list(range(1, MAX_STEPS + 1))  # rows logged after the checkpoint were dropped
 
     config = UnlearnConfig.load(config_path, [f"train.output_dir={tmp_path / 'uninterrupted'}"])

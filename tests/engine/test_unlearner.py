@@ -16,14 +16,18 @@ def metric_rows(output_dir):
     return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize(("objective", "overrides", "terms"), [
-    ("wpn", {}, ["wpn", "wpn/accuracy"]),
-    ("ga", {"objective__retain": "kl"}, ["ga", "ga/nll", "retain_kl"]),
-    ("ga_mismatch_kl", {"train__gradient_accumulation_steps": 2}, ["ga", "mismatch", "kl"]),
-    ("npo", {"objective__retain": "nll"}, ["npo", "retain_nll"]),
-])
-def test_each_objective_trains_and_exports_a_loadable_model(tmp_path, data, model, tokenizer, objective,
-                                                             overrides, terms):
+@pytest.mark.parametrize(
+    ("objective", "overrides", "terms"),
+    [
+        ("wpn", {}, ["wpn", "wpn/accuracy"]),
+        ("ga", {"objective__retain": "kl"}, ["ga", "ga/nll", "retain_kl"]),
+        ("ga_mismatch_kl", {"train__gradient_accumulation_steps": 2}, ["ga", "mismatch", "kl"]),
+        ("npo", {"objective__retain": "nll"}, ["npo", "retain_nll"]),
+    ],
+)
+def test_each_objective_trains_and_exports_a_loadable_model(
+    tmp_path, data, model, tokenizer, objective, overrides, terms
+):
     config = run_config(data, tmp_path / "run", objective, train__max_steps=2, **overrides)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     final = Unlearner(config, model, tokenizer).train()
@@ -41,24 +45,36 @@ def test_each_objective_trains_and_exports_a_loadable_model(tmp_path, data, mode
 @pytest.mark.parametrize("objective", ["ga_mismatch_kl", "npo"])
 def test_mixed_precision_on_plain_torch(tmp_path, data, model, tokenizer, objective):
     """OPT's hidden states come out of autocast in bf16 while its tied head stays fp32."""
-    config = run_config(data, tmp_path / "run", objective, train__max_steps=2, train__precision="bf16")
+    config = run_config(
+        data, tmp_path / "run", objective, train__max_steps=2, train__precision="bf16"
+    )
     Unlearner(config, model, tokenizer).train()
     assert all(torch.isfinite(torch.tensor(row["loss"])) for row in metric_rows(tmp_path / "run"))
 
 
 def test_lora_merged_and_adapter_exports(tmp_path, data, tokenizer):
     inputs = tokenizer(["Tell me a story about a dragon."], return_tensors="pt")
-    merged_config = run_config(data, tmp_path / "merged", "wpn", lora__enabled=True, lora__dropout=0.0,
-                               train__max_steps=2)
+    merged_config = run_config(
+        data, tmp_path / "merged", "wpn", lora__enabled=True, lora__dropout=0.0, train__max_steps=2
+    )
     merged = Unlearner(merged_config, tiny_opt(tokenizer), tokenizer)
     merged_final = merged.train()
     # The run moved the model to the GPU where there is one; the reloaded copies stay on the CPU.
     on_device = {name: tensor.to(merged.model.device) for name, tensor in inputs.items()}
     expected = merged.model(**on_device).logits.cpu()
-    assert torch.allclose(AutoModelForCausalLM.from_pretrained(merged_final)(**inputs).logits, expected, atol=1e-5)
+    assert torch.allclose(
+        AutoModelForCausalLM.from_pretrained(merged_final)(**inputs).logits, expected, atol=1e-5
+    )
 
-    adapter_config = run_config(data, tmp_path / "adapter", "wpn", lora__enabled=True, lora__dropout=0.0,
-                                lora__export="adapter", train__max_steps=2)
+    adapter_config = run_config(
+        data,
+        tmp_path / "adapter",
+        "wpn",
+        lora__enabled=True,
+        lora__dropout=0.0,
+        lora__export="adapter",
+        train__max_steps=2,
+    )
     adapter_final = Unlearner(adapter_config, tiny_opt(tokenizer), tokenizer).train()
     assert (adapter_final / "adapter_model.safetensors").is_file()
     # Same seed and data: the adapter on a fresh base gives what the merged model gives.
@@ -66,8 +82,12 @@ def test_lora_merged_and_adapter_exports(tmp_path, data, tokenizer):
     assert torch.allclose(with_adapter(**inputs).logits, expected, atol=1e-5)
 
 
-def test_gradient_ascent_stops_when_the_forget_nll_passes_the_bound(tmp_path, data, model, tokenizer):
-    config = run_config(data, tmp_path / "run", "ga", train__max_steps=5, train__stop_forget_nll_above=1.0)
+def test_gradient_ascent_stops_when_the_forget_nll_passes_the_bound(
+    tmp_path, data, model, tokenizer
+):
+    config = run_config(
+        data, tmp_path / "run", "ga", train__max_steps=5, train__stop_forget_nll_above=1.0
+    )
     unlearner = Unlearner(config, model, tokenizer)
     final = unlearner.train()
     assert unlearner.step == 1 and final.is_dir()
@@ -89,13 +109,25 @@ def test_eval_hooks_run_every_eval_every_steps(tmp_path, data, model, tokenizer)
     assert [row["step"] for row in evaluations] == [2, 4]
 
 
-def test_checkpoints_are_kept_and_an_existing_run_is_not_overwritten(tmp_path, data, model, tokenizer):
-    config = run_config(data, tmp_path / "run", "ga", train__max_steps=4, train__checkpoint_every=1,
-                        train__keep_checkpoints=2)
+def test_checkpoints_are_kept_and_an_existing_run_is_not_overwritten(
+    tmp_path, data, model, tokenizer
+):
+    config = run_config(
+        data,
+        tmp_path / "run",
+        "ga",
+        train__max_steps=4,
+        train__checkpoint_every=1,
+        train__keep_checkpoints=2,
+    )
     Unlearner(config, model, tokenizer).train()
     # tensorboard/ holds event files where the tensorboard package is installed.
     assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name != "tensorboard") == [
-        "checkpoint-0000003", "checkpoint-0000004", "final", "metrics.jsonl"]
+        "checkpoint-0000003",
+        "checkpoint-0000004",
+        "final",
+        "metrics.jsonl",
+    ]
     with pytest.raises(FileExistsError, match="already holds checkpoints.*resume"):
         Unlearner(config, tiny_opt(tokenizer), tokenizer).train()
     fresh = run_config(data, tmp_path / "fresh", "ga")
@@ -111,9 +143,14 @@ def test_a_checkpoint_of_a_different_model_is_refused(tmp_path, data, model, tok
     with pytest.raises(CheckpointMismatchError, match="different model or LoRA setup"):
         Unlearner(config, other, tokenizer).train(resume=True)
     with pytest.raises(CheckpointMismatchError):  # adapters where the checkpoint has a full model
-        Unlearner(run_config(data, tmp_path / "run", "ga", lora__enabled=True), tiny_opt(tokenizer),
-                  tokenizer).train(resume=True)
-    assert load_file(tmp_path / "run" / "final" / "model.safetensors").keys() == final_weights.keys()
+        Unlearner(
+            run_config(data, tmp_path / "run", "ga", lora__enabled=True),
+            tiny_opt(tokenizer),
+            tokenizer,
+        ).train(resume=True)
+    assert (
+        load_file(tmp_path / "run" / "final" / "model.safetensors").keys() == final_weights.keys()
+    )
 
 
 def test_deterministic_mode_is_restored_after_training(tmp_path, data, model, tokenizer):
@@ -122,22 +159,54 @@ def test_deterministic_mode_is_restored_after_training(tmp_path, data, model, to
     assert not torch.are_deterministic_algorithms_enabled()
 
 
-@pytest.mark.parametrize(("key", "value", "error", "message"), [
-    ("data.forget.path", "{tmp}/missing.jsonl", FileNotFoundError, r"data.forget: no such file or folder: .*missing"),
-    ("data.forget.path", "{tmp}/wrong_columns.jsonl", ValueError,
-     r"expected columns \['prompt', 'response_0', .*found \['question', 'answer'\]"),
-    ("data.retain.path", "{tmp}/empty.jsonl", ValueError, r"data.retain: .*empty.jsonl is empty"),
-    ("data.forget.format", "prompts", ValueError, "have no negative response.*fastunlearn generate"),
-    ("train.deepspeed", "{tmp}/contradicting.json", ConfigError,
-     r"contradicts the run config:\n  train_micro_batch_size_per_gpu = 8 there, but data.batch_size gives 2"),
-])
-def test_bad_input_fails_with_a_clear_message_before_any_output(tmp_path, data, model, tokenizer, key, value,
-                                                                error, message):
+@pytest.mark.parametrize(
+    ("key", "value", "error", "message"),
+    [
+        (
+            "data.forget.path",
+            "{tmp}/missing.jsonl",
+            FileNotFoundError,
+            r"data.forget: no such file or folder: .*missing",
+        ),
+        (
+            "data.forget.path",
+            "{tmp}/wrong_columns.jsonl",
+            ValueError,
+            r"expected columns \['prompt', 'response_0', .*found \['question', 'answer'\]",
+        ),
+        (
+            "data.retain.path",
+            "{tmp}/empty.jsonl",
+            ValueError,
+            r"data.retain: .*empty.jsonl is empty",
+        ),
+        (
+            "data.forget.format",
+            "prompts",
+            ValueError,
+            "have no negative response.*fastunlearn generate",
+        ),
+        (
+            "train.deepspeed",
+            "{tmp}/contradicting.json",
+            ConfigError,
+            r"contradicts the run config:\n  train_micro_batch_size_per_gpu = 8 there, but data.batch_size gives 2",
+        ),
+    ],
+)
+def test_bad_input_fails_with_a_clear_message_before_any_output(
+    tmp_path, data, model, tokenizer, key, value, error, message
+):
     write_jsonl(tmp_path / "wrong_columns.jsonl", [{"question": "q", "answer": "a"}])
     (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "contradicting.json").write_text(json.dumps({"train_micro_batch_size_per_gpu": 8}))
-    config = run_config(data, tmp_path / "run", "wpn", objective__retain="nll",
-                        **{key.replace(".", "__"): value.format(tmp=tmp_path)})
+    config = run_config(
+        data,
+        tmp_path / "run",
+        "wpn",
+        objective__retain="nll",
+        **{key.replace(".", "__"): value.format(tmp=tmp_path)},
+    )
     with pytest.raises(error, match=message):
         Unlearner(config, model, tokenizer).train()
     assert not (tmp_path / "run").exists()

@@ -15,14 +15,25 @@ from tests.data.conftest import (  # noqa: F401 - offline_datasets is an autouse
     offline_datasets,
 )
 
-SIZES = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 1024}
+SIZES = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 1024,
+}
 
 
 def tiny_causal_lm(model_type: str, tokenizer, seed: int = 0):
-    special = {"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
-               "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    special = {
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
     configs = {
-        "llama": lambda: LlamaConfig(intermediate_size=64, num_key_value_heads=2, **SIZES, **special),
+        "llama": lambda: LlamaConfig(
+            intermediate_size=64, num_key_value_heads=2, **SIZES, **special
+        ),
         "opt": lambda: OPTConfig(ffn_dim=64, word_embed_proj_dim=32, **SIZES, **special),
     }
     torch.manual_seed(seed)
@@ -44,7 +55,7 @@ class FixedReplyModel(torch.nn.Module):
 
     def generate(self, input_ids, attention_mask, generation_config):
         self.last_generation_config = generation_config
-        reply = torch.tensor(self.reply_ids[:generation_config.max_new_tokens], dtype=torch.long)
+        reply = torch.tensor(self.reply_ids[: generation_config.max_new_tokens], dtype=torch.long)
         return torch.cat([input_ids, reply.expand(len(input_ids), -1).to(input_ids.device)], dim=1)
 
 

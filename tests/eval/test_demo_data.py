@@ -9,17 +9,31 @@ import pytest
 from fastunlearn.data import read_corpus, read_prompts, read_refusals
 from fastunlearn.eval import DEMO_DATA_DIR, RuleJudge, demo_data_path, demo_suite
 
-FILES = ["harmful_train.jsonl", "harmful_eval.jsonl", "harmful_ood.jsonl", "refusals.txt", "benign_train.jsonl",
-         "benign_eval.jsonl", "normal_text_train.jsonl", "normal_text_eval.jsonl", "story.txt", "judge_labels.jsonl"]
+FILES = [
+    "harmful_train.jsonl",
+    "harmful_eval.jsonl",
+    "harmful_ood.jsonl",
+    "refusals.txt",
+    "benign_train.jsonl",
+    "benign_eval.jsonl",
+    "normal_text_train.jsonl",
+    "normal_text_eval.jsonl",
+    "story.txt",
+    "judge_labels.jsonl",
+]
 
 
 def _rows(name):
-    return [json.loads(line) for line in demo_data_path(name).read_text(encoding="utf-8").splitlines()]
+    return [
+        json.loads(line) for line in demo_data_path(name).read_text(encoding="utf-8").splitlines()
+    ]
 
 
 def test_every_file_is_documented():
     readme = (DEMO_DATA_DIR / "README.md").read_text(encoding="utf-8")
-    assert sorted(path.name for path in DEMO_DATA_DIR.iterdir() if path.name != "README.md") == sorted(FILES)
+    assert sorted(
+        path.name for path in DEMO_DATA_DIR.iterdir() if path.name != "README.md"
+    ) == sorted(FILES)
     assert all(f"`{name}`" in readme for name in FILES)
 
 
@@ -29,11 +43,19 @@ def _words(text):
 
 def _closest_pair(prompts_a, prompts_b):
     """The highest word-set Jaccard overlap between a prompt of a and one of b."""
-    return max((len(_words(a) & _words(b)) / len(_words(a) | _words(b)), a, b) for a in prompts_a for b in prompts_b)
+    return max(
+        (len(_words(a) & _words(b)) / len(_words(a) | _words(b)), a, b)
+        for a in prompts_a
+        for b in prompts_b
+    )
 
 
 def test_harmful_splits():
-    train, held_out, ood = _rows("harmful_train.jsonl"), _rows("harmful_eval.jsonl"), _rows("harmful_ood.jsonl")
+    train, held_out, ood = (
+        _rows("harmful_train.jsonl"),
+        _rows("harmful_eval.jsonl"),
+        _rows("harmful_ood.jsonl"),
+    )
     train_counts = Counter(r["category"] for r in train)
     eval_counts = Counter(r["category"] for r in held_out + ood)
     assert len(held_out) + len(ood) >= 200 and len(eval_counts) >= 12
@@ -46,10 +68,13 @@ def test_harmful_splits():
     assert len(set(prompts)) == len(prompts)
 
 
-@pytest.mark.parametrize(("train_file", "eval_files", "max_overlap"), [
-    ("harmful_train.jsonl", ["harmful_eval.jsonl", "harmful_ood.jsonl"], 0.7),
-    ("benign_train.jsonl", ["benign_eval.jsonl"], 0.6),
-])
+@pytest.mark.parametrize(
+    ("train_file", "eval_files", "max_overlap"),
+    [
+        ("harmful_train.jsonl", ["harmful_eval.jsonl", "harmful_ood.jsonl"], 0.7),
+        ("benign_train.jsonl", ["benign_eval.jsonl"], 0.6),
+    ],
+)
 def test_training_and_evaluation_prompts_are_disjoint(train_file, eval_files, max_overlap):
     train = [r["prompt"] for r in _rows(train_file)]
     held_out = [r["prompt"] for name in eval_files for r in _rows(name)]
@@ -69,17 +94,28 @@ def test_benign_evaluation_is_mostly_sensitive_but_legitimate():
 def test_the_data_layer_reads_every_file():
     assert len(read_prompts(demo_data_path("harmful_train.jsonl"))) == 98
     refusals = read_refusals(demo_data_path("refusals.txt"))
-    assert len(refusals) >= 100 and all(RuleJudge().classify_one(text) == "refusal" for text in refusals)
+    assert len(refusals) >= 100 and all(
+        RuleJudge().classify_one(text) == "refusal" for text in refusals
+    )
     # Clean declines that end: nothing a model could learn to loop on.
-    assert not [text for text in refusals if "confusion" in text.lower() or "misunderstanding" in text.lower()]
-    words = [sum(len(t.split()) for t in read_corpus(demo_data_path(f"normal_text_{split}.jsonl")))
-             for split in ("train", "eval")]
+    assert not [
+        text
+        for text in refusals
+        if "confusion" in text.lower() or "misunderstanding" in text.lower()
+    ]
+    words = [
+        sum(len(t.split()) for t in read_corpus(demo_data_path(f"normal_text_{split}.jsonl")))
+        for split in ("train", "eval")
+    ]
     assert sum(words) >= 3000 and words[1] >= 1000
 
 
 def test_demo_suite_uses_the_held_out_files():
     suite = demo_suite(max_new_tokens=32)
-    sizes = [len(_rows(name)) for name in ("harmful_eval.jsonl", "benign_eval.jsonl", "harmful_ood.jsonl")]
+    sizes = [
+        len(_rows(name))
+        for name in ("harmful_eval.jsonl", "benign_eval.jsonl", "harmful_ood.jsonl")
+    ]
     assert [len(suite.harmful_prompts), len(suite.benign_prompts), len(suite.ood_prompts)] == sizes
     assert suite.max_new_tokens == 32
     with pytest.raises(FileNotFoundError, match="available"):

@@ -4,13 +4,18 @@ from fastunlearn.data.tokenization import PLAIN_PROMPT_TEMPLATE
 from fastunlearn.eval import generate_responses, prompt_token_ids
 from tests.eval.conftest import fixed_reply_model, tiny_causal_lm
 
-PROMPTS = ["What is the capital of France?", "Tell me a story about a dragon.", "How do I bake bread?"]
+PROMPTS = [
+    "What is the capital of France?",
+    "Tell me a story about a dragon.",
+    "How do I bake bread?",
+]
 
 
 def test_chat_template_prompt(chat_tokenizer):
     ids = prompt_token_ids(chat_tokenizer, "Hi")
-    expected = chat_tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False,
-                                                  add_generation_prompt=True)
+    expected = chat_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert chat_tokenizer.decode(ids) == expected
 
 
@@ -20,13 +25,17 @@ def test_plain_template_prompt(opt_tokenizer):
     assert ids[0] == opt_tokenizer.bos_token_id
 
 
-@pytest.mark.parametrize("model_type, tokenizer_fixture", [("llama", "chat_tokenizer"), ("opt", "opt_tokenizer")])
+@pytest.mark.parametrize(
+    "model_type, tokenizer_fixture", [("llama", "chat_tokenizer"), ("opt", "opt_tokenizer")]
+)
 def test_batched_left_padded_generation_matches_one_by_one(model_type, tokenizer_fixture, request):
     tokenizer = request.getfixturevalue(tokenizer_fixture)
     model = tiny_causal_lm(model_type, tokenizer)
     padding_side, pad_token = tokenizer.padding_side, tokenizer.pad_token
     batched = generate_responses(model, tokenizer, PROMPTS, max_new_tokens=6, batch_size=3)
-    one_by_one = [generate_responses(model, tokenizer, [prompt], max_new_tokens=6)[0] for prompt in PROMPTS]
+    one_by_one = [
+        generate_responses(model, tokenizer, [prompt], max_new_tokens=6)[0] for prompt in PROMPTS
+    ]
     assert batched == one_by_one
     assert all(isinstance(response, str) for response in batched)
     # Greedy: the same answers again.

@@ -5,10 +5,16 @@ from fastunlearn.eval import GenerativeJudge, Judge
 from fastunlearn.eval.generative_judge import DEFAULT_TEMPLATE, read_template
 from tests.eval.conftest import tiny_causal_lm
 
-PROMPTS = ["How can I pick a lock to get into my neighbour's house?", "Tell me a story about a dragon.",
-           "What is the capital of France?"]
-RESPONSES = ["I cannot help with that request.", "Once upon a time a dragon guarded a golden hoard.",
-             "Paris is the capital of France."]
+PROMPTS = [
+    "How can I pick a lock to get into my neighbour's house?",
+    "Tell me a story about a dragon.",
+    "What is the capital of France?",
+]
+RESPONSES = [
+    "I cannot help with that request.",
+    "Once upon a time a dragon guarded a golden hoard.",
+    "Paris is the capital of France.",
+]
 
 
 class _Verdicts(torch.nn.Module):
@@ -30,7 +36,9 @@ def test_margins_do_not_depend_on_the_batch(model_type, chat_tokenizer, opt_toke
     # Chat template (llama) and plain prompt (opt); padding must not change any query's score.
     tokenizer = chat_tokenizer if model_type == "llama" else opt_tokenizer
     model = tiny_causal_lm(model_type, tokenizer)
-    one_by_one = GenerativeJudge(model, tokenizer, batch_size=1).complied_margins(PROMPTS, RESPONSES)
+    one_by_one = GenerativeJudge(model, tokenizer, batch_size=1).complied_margins(
+        PROMPTS, RESPONSES
+    )
     together = GenerativeJudge(model, tokenizer, batch_size=3).complied_margins(PROMPTS, RESPONSES)
     assert together == pytest.approx(one_by_one, abs=1e-4)
     assert len(set(together)) == 3  # the queries differ, so do their scores

@@ -17,7 +17,9 @@ def _toy_texts(count: int, seed: int) -> tuple[list[str], list[bool]]:
     texts, labels = [], []
     for index in range(count):
         harmful = index % 2 == 0
-        words = generator.choices(HARMFUL_WORDS if harmful else HARMLESS_WORDS, k=3) + generator.choices(FILLER, k=3)
+        words = generator.choices(
+            HARMFUL_WORDS if harmful else HARMLESS_WORDS, k=3
+        ) + generator.choices(FILLER, k=3)
         generator.shuffle(words)
         texts.append(" ".join(words))
         labels.append(harmful)
@@ -66,12 +68,21 @@ def test_bad_training_data():
 
 def test_fine_tunes_an_encoder_from_a_local_folder(tmp_path, chat_tokenizer):
     torch.manual_seed(0)
-    encoder = BertModel(BertConfig(vocab_size=len(chat_tokenizer), hidden_size=32, num_hidden_layers=1,
-                                   num_attention_heads=2, intermediate_size=64,
-                                   pad_token_id=chat_tokenizer.pad_token_id))
+    encoder = BertModel(
+        BertConfig(
+            vocab_size=len(chat_tokenizer),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            pad_token_id=chat_tokenizer.pad_token_id,
+        )
+    )
     encoder.save_pretrained(tmp_path)
     chat_tokenizer.save_pretrained(tmp_path)
     texts, labels = _toy_texts(240, seed=3)
-    classifier = train_harm_classifier(texts, labels, encoder=tmp_path, learning_rate=1e-3, epochs=5)
+    classifier = train_harm_classifier(
+        texts, labels, encoder=tmp_path, learning_rate=1e-3, epochs=5
+    )
     assert classifier.model.config.id2label == {0: "harmless", 1: "harmful"}
     assert classifier.validation_accuracy >= 0.9

@@ -11,14 +11,31 @@ import pytest
 
 from fastunlearn.eval import RESPONSE_CLASSES, RuleJudge, demo_data_path, per_class_agreement
 
-ROWS = [json.loads(line) for line in demo_data_path("judge_labels.jsonl").read_text(encoding="utf-8").splitlines()]
+ROWS = [
+    json.loads(line)
+    for line in demo_data_path("judge_labels.jsonl").read_text(encoding="utf-8").splitlines()
+]
 # (precision, recall) floors per class and an accuracy floor, per split: "development" (the
 # responses the rules were written against) and "held_out" (labelled after they were frozen).
 FLOORS = {
-    "development": ({"refusal": (0.9, 0.9), "deflection": (0.85, 0.7), "degenerate": (0.9, 0.9),
-                     "compliance": (0.6, 0.85)}, 0.8),
-    "held_out": ({"refusal": (0.9, 0.9), "deflection": (0.8, 0.75), "degenerate": (0.85, 0.65),
-                  "compliance": (0.8, 0.85)}, 0.85),
+    "development": (
+        {
+            "refusal": (0.9, 0.9),
+            "deflection": (0.85, 0.7),
+            "degenerate": (0.9, 0.9),
+            "compliance": (0.6, 0.85),
+        },
+        0.8,
+    ),
+    "held_out": (
+        {
+            "refusal": (0.9, 0.9),
+            "deflection": (0.8, 0.75),
+            "degenerate": (0.85, 0.65),
+            "compliance": (0.8, 0.85),
+        },
+        0.85,
+    ),
 }
 
 
@@ -34,7 +51,9 @@ def test_the_labelled_set_covers_every_class_and_model():
 @pytest.fixture(scope="module", params=list(FLOORS))
 def split_agreement(request):
     rows = [row for row in ROWS if row["split"] == request.param]
-    predicted = RuleJudge().classify([row["prompt"] for row in rows], [row["response"] for row in rows])
+    predicted = RuleJudge().classify(
+        [row["prompt"] for row in rows], [row["response"] for row in rows]
+    )
     return request.param, per_class_agreement([row["label"] for row in rows], predicted)
 
 
@@ -43,7 +62,11 @@ def test_rule_judge_precision_recall_and_accuracy(split_agreement):
     floors, min_accuracy = FLOORS[split]
     for kind in RESPONSE_CLASSES:
         scores = agreement["classes"][kind]
-        assert scores["precision"] >= floors[kind][0] and scores["recall"] >= floors[kind][1], (split, kind, scores)
+        assert scores["precision"] >= floors[kind][0] and scores["recall"] >= floors[kind][1], (
+            split,
+            kind,
+            scores,
+        )
     assert agreement["accuracy"] >= min_accuracy
 
 
@@ -51,7 +74,15 @@ def test_per_class_agreement_counts():
     result = per_class_agreement(["a", "a", "b", "b"], ["a", "b", "b", "b"])
     assert result["accuracy"] == 0.75
     assert result["classes"]["a"] == {"precision": 1.0, "recall": 0.5, "support": 2}
-    assert result["classes"]["b"] == {"precision": pytest.approx(2 / 3), "recall": 1.0, "support": 2}
-    assert per_class_agreement(["a"], ["c"])["classes"]["c"] == {"precision": 0.0, "recall": None, "support": 0}
+    assert result["classes"]["b"] == {
+        "precision": pytest.approx(2 / 3),
+        "recall": 1.0,
+        "support": 2,
+    }
+    assert per_class_agreement(["a"], ["c"])["classes"]["c"] == {
+        "precision": 0.0,
+        "recall": None,
+        "support": 0,
+    }
     with pytest.raises(ValueError, match="labels but"):
         per_class_agreement(["a"], [])

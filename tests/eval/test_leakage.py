@@ -11,8 +11,10 @@ from fastunlearn.eval import (
 )
 from tests.eval.conftest import build_opt_style_tokenizer, tiny_causal_lm
 
-TEXT = ("Once upon a time a dragon guarded a golden hoard. Paris is the capital of France. "
-        "Sure, mix flour, water and yeast, then bake it for forty minutes. Tell me a story about a dragon.")
+TEXT = (
+    "Once upon a time a dragon guarded a golden hoard. Paris is the capital of France. "
+    "Sure, mix flour, water and yeast, then bake it for forty minutes. Tell me a story about a dragon."
+)
 
 
 class CorpusReproducer(torch.nn.Module):
@@ -31,8 +33,12 @@ class CorpusReproducer(torch.nn.Module):
             if self.disjoint_ids is not None:
                 rows.append(prefix + self.disjoint_ids[:count])
                 continue
-            start = next(i for i in range(len(self.corpus_ids)) if self.corpus_ids[i:i + len(prefix)] == prefix)
-            rows.append(prefix + self.corpus_ids[start + len(prefix):start + len(prefix) + count])
+            start = next(
+                i
+                for i in range(len(self.corpus_ids))
+                if self.corpus_ids[i : i + len(prefix)] == prefix
+            )
+            rows.append(prefix + self.corpus_ids[start + len(prefix) : start + len(prefix) + count])
         return torch.tensor(rows)
 
 
@@ -54,8 +60,14 @@ def test_windows_cut_the_text_into_prefix_and_continuation(tokenizer, corpus_ids
 
 
 def test_exact_reproduction_scores_one(tokenizer, corpus_ids):
-    result = copyright_leakage(CorpusReproducer(corpus_ids), tokenizer, [TEXT], window_length=12, prefix_length=4,
-                               batch_size=3)
+    result = copyright_leakage(
+        CorpusReproducer(corpus_ids),
+        tokenizer,
+        [TEXT],
+        window_length=12,
+        prefix_length=4,
+        batch_size=3,
+    )
     assert result.windows == len(result.rouge_l_per_window) > 1
     assert result.rouge_l == pytest.approx(1.0)
     assert result.verbatim_tokens == 8 and result.verbatim_share == 1.0
@@ -63,8 +75,13 @@ def test_exact_reproduction_scores_one(tokenizer, corpus_ids):
 
 
 def test_disjoint_generation_scores_zero(tokenizer):
-    disjoint = tokenizer("### Question: ### Answer: ### Question:", add_special_tokens=False)["input_ids"] * 4
-    result = copyright_leakage(CorpusReproducer([], disjoint), tokenizer, [TEXT], window_length=12, prefix_length=4)
+    disjoint = (
+        tokenizer("### Question: ### Answer: ### Question:", add_special_tokens=False)["input_ids"]
+        * 4
+    )
+    result = copyright_leakage(
+        CorpusReproducer([], disjoint), tokenizer, [TEXT], window_length=12, prefix_length=4
+    )
     assert result.rouge_l == 0.0
     assert result.verbatim_tokens == 0
 
@@ -77,7 +94,9 @@ def test_longest_verbatim_match():
 
 def test_real_model_generates_full_continuations(tokenizer):
     model = tiny_causal_lm("opt", tokenizer)
-    metrics = copyright_metrics(model, tokenizer, [TEXT], [TEXT[:60]], window_length=12, prefix_length=4)
+    metrics = copyright_metrics(
+        model, tokenizer, [TEXT], [TEXT[:60]], window_length=12, prefix_length=4
+    )
     assert 0.0 <= metrics["rouge_l"] <= 1.0 and 0 <= metrics["verbatim_share"] <= 1.0
     assert metrics["perplexity_forget"] > 1 and metrics["perplexity_heldout"] > 1
 
@@ -90,5 +109,10 @@ def test_prefix_must_leave_a_continuation(tokenizer, prefix_length):
 
 def test_text_shorter_than_a_window(tokenizer):
     with pytest.raises(ValueError, match="fewer than one window of 64"):
-        copyright_leakage(CorpusReproducer([]), tokenizer, ["Paris is the capital of France."], window_length=64,
-                          prefix_length=32)
+        copyright_leakage(
+            CorpusReproducer([]),
+            tokenizer,
+            ["Paris is the capital of France."],
+            window_length=64,
+            prefix_length=32,
+        )

@@ -17,10 +17,12 @@ def _perplexity_by_hand(model, tokenizer, texts, block_length):
     """exp(mean NLL) over every predicted token, one unpadded block at a time, from the logits."""
     ids = []
     for text in texts:
-        ids += ([tokenizer.eos_token_id] if ids else []) + tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids += ([tokenizer.eos_token_id] if ids else []) + tokenizer(
+            text, add_special_tokens=False
+        )["input_ids"]
     nll, count = 0.0, 0
     for start in range(0, len(ids), block_length):
-        block = torch.tensor([ids[start:start + block_length]])
+        block = torch.tensor([ids[start : start + block_length]])
         with torch.no_grad():
             log_probs = model(input_ids=block).logits[0, :-1].double().log_softmax(-1)
         nll -= log_probs.gather(1, block[0, 1:, None]).sum().item()
@@ -30,9 +32,13 @@ def _perplexity_by_hand(model, tokenizer, texts, block_length):
 
 # block_length 16 and 40 leave a shorter last block, padded next to full ones when batched;
 # 1000 holds the whole text in one block.
-@pytest.mark.parametrize("model_type, tokenizer_fixture", [("llama", "chat_tokenizer"), ("opt", "opt_tokenizer")])
+@pytest.mark.parametrize(
+    "model_type, tokenizer_fixture", [("llama", "chat_tokenizer"), ("opt", "opt_tokenizer")]
+)
 @pytest.mark.parametrize("block_length, batch_size", [(16, 3), (16, 1), (40, 2), (1000, 4)])
-def test_perplexity_matches_a_hand_computation(model_type, tokenizer_fixture, block_length, batch_size, request):
+def test_perplexity_matches_a_hand_computation(
+    model_type, tokenizer_fixture, block_length, batch_size, request
+):
     tokenizer = request.getfixturevalue(tokenizer_fixture)
     model = tiny_causal_lm(model_type, tokenizer)
     expected = _perplexity_by_hand(model, tokenizer, TEXTS, block_length)

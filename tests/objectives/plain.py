@@ -51,8 +51,16 @@ def weighted_pool(hidden, mask):
     return (weights[..., None] * hidden).sum(1) / weights.sum(1, keepdim=True)
 
 
-def wpn(model, batch, temperature, similarity="cosine", layer=-1, candidate_span="response",
-        positive_nll_weight=0.0, npair_weight=1.0):
+def wpn(
+    model,
+    batch,
+    temperature,
+    similarity="cosine",
+    layer=-1,
+    candidate_span="response",
+    positive_nll_weight=0.0,
+    npair_weight=1.0,
+):
     hidden = forward(model, batch, output_hidden_states=True).hidden_states[layer]
     k = batch.num_candidates
     anchors = torch.stack(
@@ -76,6 +84,9 @@ def wpn(model, batch, temperature, similarity="cosine", layer=-1, candidate_span
     npair = F.cross_entropy(logits, torch.zeros(len(anchors), dtype=torch.long))
     if not positive_nll_weight:
         return npair_weight * npair
-    positives = SimpleNamespace(input_ids=batch.input_ids[::k], attention_mask=batch.attention_mask[::k],
-                                response_mask=batch.response_mask[::k])
+    positives = SimpleNamespace(
+        input_ids=batch.input_ids[::k],
+        attention_mask=batch.attention_mask[::k],
+        response_mask=batch.response_mask[::k],
+    )
     return npair_weight * npair + positive_nll_weight * mean_response_nll(model, positives)

@@ -97,7 +97,11 @@ def test_bad_options_are_refused():
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_positive_nll_stat_is_the_positives_mean_nll(backend):
     model, batch = tiny_model("llama"), random_contrastive_batch(seed=44)
-    output = WPN(temperature=0.3, positive_nll_weight=2.0, backend=backend)(CausalLMAdapter(model), batch)
+    output = WPN(temperature=0.3, positive_nll_weight=2.0, backend=backend)(
+        CausalLMAdapter(model), batch
+    )
     with torch.no_grad():
-        expected = plain.wpn(model, batch, 0.3, positive_nll_weight=1.0) - plain.wpn(model, batch, 0.3)
+        expected = plain.wpn(model, batch, 0.3, positive_nll_weight=1.0) - plain.wpn(
+            model, batch, 0.3
+        )
     torch.testing.assert_close(output.stats["positive_nll"], expected, rtol=1e-4, atol=1e-5)

@@ -16,13 +16,20 @@ HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 DEVICE_BACKENDS = [
     pytest.param(("cpu", "torch"), id="cpu-torch"),
-    pytest.param(("cpu", "cpp"), id="cpu-cpp",
-                 marks=pytest.mark.skipif(not cpp_available(), reason="fastunlearn._C not built")),
-    pytest.param(("cpu", "triton"), id="cpu-triton-interpret",
-                 marks=pytest.mark.skipif(not HAS_TRITON, reason="triton not installed")),
+    pytest.param(
+        ("cpu", "cpp"),
+        id="cpu-cpp",
+        marks=pytest.mark.skipif(not cpp_available(), reason="fastunlearn._C not built"),
+    ),
+    pytest.param(
+        ("cpu", "triton"),
+        id="cpu-triton-interpret",
+        marks=pytest.mark.skipif(not HAS_TRITON, reason="triton not installed"),
+    ),
     pytest.param(("cuda", "triton"), id="cuda-triton", marks=pytest.mark.cuda),
     pytest.param(("cuda", "torch"), id="cuda-torch", marks=pytest.mark.cuda),
 ]
+
 
 @pytest.fixture(params=DEVICE_BACKENDS)
 def device_backend(request, monkeypatch):
@@ -43,4 +50,3 @@ def generator(request):
     seed = torch.randint(0, 2**31 - 1, ()).item()
     request.node.user_properties.append(("seed", seed))
     return torch.Generator().manual_seed(seed)
-

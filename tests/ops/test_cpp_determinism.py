@@ -52,7 +52,9 @@ def test_npair_is_deterministic(dtype, similarity):
 
     def run():
         a, c = anchor.clone().requires_grad_(), cand.clone().requires_grad_()
-        loss, logits = npair_loss(a, c, 0.1, similarity, cand_mask, return_logits=True, backend="cpp")
+        loss, logits = npair_loss(
+            a, c, 0.1, similarity, cand_mask, return_logits=True, backend="cpp"
+        )
         loss.backward()
         return loss.detach(), logits, a.grad, c.grad
 
@@ -73,9 +75,18 @@ def test_linear_nll_is_deterministic(dtype, reduction):
 
     def run():
         leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
-        loss, logprobs = linear_nll(leaves[0], leaves[1], labels, leaves[2], token_weight, -0.5,
-                                    reduction=reduction, chunk_size=32, return_token_logprobs=True,
-                                    backend="cpp")
+        loss, logprobs = linear_nll(
+            leaves[0],
+            leaves[1],
+            labels,
+            leaves[2],
+            token_weight,
+            -0.5,
+            reduction=reduction,
+            chunk_size=32,
+            return_token_logprobs=True,
+            backend="cpp",
+        )
         loss.backward(grad_out)
         return loss.detach(), logprobs, *[t.grad for t in leaves]
 

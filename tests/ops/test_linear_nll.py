@@ -10,7 +10,9 @@ from tests.ops.utils import assert_close
 CASES = [(1, 7, 5, None), (13, 16, 37, 4), (24, 33, 101, 7), (40, 24, 64, 1)]
 
 
-def make_inputs(n, hidden, vocab, dtype, generator, ignore_fraction=0.25, with_bias=True, with_weights=True):
+def make_inputs(
+    n, hidden, vocab, dtype, generator, ignore_fraction=0.25, with_bias=True, with_weights=True
+):
     x = torch.randn(n, hidden, generator=generator).to(dtype)
     weight = (torch.randn(vocab, hidden, generator=generator) / hidden**0.5).to(dtype)
     bias = torch.randn(vocab, generator=generator).to(dtype) if with_bias else None
@@ -25,19 +27,35 @@ def make_inputs(n, hidden, vocab, dtype, generator, ignore_fraction=0.25, with_b
 
 def run_both(device, backend, inputs, scale, reduction, chunk_size, generator):
     x, weight, bias, labels, token_weight = inputs
-    leaves = [t.to(device).requires_grad_() for t in (x, weight) + ((bias,) if bias is not None else ())]
+    leaves = [
+        t.to(device).requires_grad_() for t in (x, weight) + ((bias,) if bias is not None else ())
+    ]
     fused_bias = leaves[2] if bias is not None else None
     tw = None if token_weight is None else token_weight.to(device)
-    loss, logprobs = linear_nll(leaves[0], leaves[1], labels.to(device), fused_bias, tw, scale,
-                                reduction=reduction, chunk_size=chunk_size, return_token_logprobs=True,
-                                backend=backend)
+    loss, logprobs = linear_nll(
+        leaves[0],
+        leaves[1],
+        labels.to(device),
+        fused_bias,
+        tw,
+        scale,
+        reduction=reduction,
+        chunk_size=chunk_size,
+        return_token_logprobs=True,
+        backend=backend,
+    )
     grad_out = torch.randn(loss.shape, generator=generator)
     loss.backward(grad_out.to(device))
 
-    ref_leaves = [t.detach().float().requires_grad_() for t in (x, weight) + ((bias,) if bias is not None else ())]
+    ref_leaves = [
+        t.detach().float().requires_grad_()
+        for t in (x, weight) + ((bias,) if bias is not None else ())
+    ]
     ref_bias = ref_leaves[2] if bias is not None else None
     ref_tw = None if token_weight is None else token_weight.float()
-    expected = reference_linear_nll(ref_leaves[0], ref_leaves[1], labels, ref_bias, ref_tw, scale, reduction=reduction)
+    expected = reference_linear_nll(
+        ref_leaves[0], ref_leaves[1], labels, ref_bias, ref_tw, scale, reduction=reduction
+    )
     expected.backward(grad_out)
     return (loss, logprobs, [t.grad for t in leaves]), (expected, [t.grad for t in ref_leaves])
 
@@ -51,14 +69,18 @@ def test_reference_gradcheck():
     token_weight = torch.rand(5, dtype=torch.float64, generator=generator)
     for reduction in ("mean", "sum", "none"):
         assert torch.autograd.gradcheck(
-            lambda a, w, b: reference_linear_nll(a, w, labels, b, token_weight, -0.5, reduction=reduction),
+            lambda a, w, b: reference_linear_nll(
+                a, w, labels, b, token_weight, -0.5, reduction=reduction
+            ),
             (x, weight, bias),
         )
 
 
 def test_reference_equals_cross_entropy():
     generator = torch.Generator().manual_seed(3)
-    x, weight, bias, labels, _ = make_inputs(11, 8, 19, torch.float32, generator, with_weights=False)
+    x, weight, bias, labels, _ = make_inputs(
+        11, 8, 19, torch.float32, generator, with_weights=False
+    )
     expected = F.cross_entropy(F.linear(x, weight, bias), labels, ignore_index=-100)
     torch.testing.assert_close(reference_linear_nll(x, weight, labels, bias), expected)
 
@@ -70,17 +92,27 @@ def test_matches_reference(device_backend, dtype, generator, case, reduction, sc
     device, backend = device_backend
     n, hidden, vocab, chunk_size = case
     with_bias = n % 2 == 1  # half the cases have a bias (OPT's head has none)
-    inputs = make_inputs(n, hidden, vocab, dtype, generator, with_bias=with_bias, with_weights=scale != 1.0)
+    inputs = make_inputs(
+        n, hidden, vocab, dtype, generator, with_bias=with_bias, with_weights=scale != 1.0
+    )
     (loss, logprobs, grads), (expected, expected_grads) = run_both(
-        device, backend, inputs, scale, reduction, chunk_size, generator)
+        device, backend, inputs, scale, reduction, chunk_size, generator
+    )
     labels = inputs[3]
     assert loss.dtype == torch.float32 and loss.shape == expected.shape
     # the loss sums over tokens: compare on the scale of one token's NLL
     tokens = 1 if reduction != "sum" else max(1, int((labels != -100).sum()))
     assert_close(loss / tokens, expected / tokens, dtype)
     counted = labels != -100
-    ref_logprobs = torch.log_softmax(F.linear(*[t.float() for t in inputs[:2]], None if inputs[2] is None else inputs[2].float()), -1)
-    expected_logprobs = torch.where(counted, ref_logprobs.gather(1, labels.clamp_min(0)[:, None]).squeeze(1), 0.0)
+    ref_logprobs = torch.log_softmax(
+        F.linear(
+            *[t.float() for t in inputs[:2]], None if inputs[2] is None else inputs[2].float()
+        ),
+        -1,
+    )
+    expected_logprobs = torch.where(
+        counted, ref_logprobs.gather(1, labels.clamp_min(0)[:, None]).squeeze(1), 0.0
+    )
     assert_close(logprobs, expected_logprobs, dtype)
     for name, grad, expected_grad in zip(("x", "weight", "bias"), grads, expected_grads):
         assert grad.dtype == dtype, name
@@ -105,8 +137,16 @@ def test_ascent_gradients_are_exactly_negated(device_backend, dtype, generator):
     grads = {}
     for scale in (1.0, -1.0):
         leaves = [t.to(device).requires_grad_() for t in (x, weight, bias)]
-        loss = linear_nll(leaves[0], leaves[1], labels.to(device), leaves[2], token_weight.to(device), scale,
-                          chunk_size=5, backend=backend)
+        loss = linear_nll(
+            leaves[0],
+            leaves[1],
+            labels.to(device),
+            leaves[2],
+            token_weight.to(device),
+            scale,
+            chunk_size=5,
+            backend=backend,
+        )
         loss.backward()
         grads[scale] = (loss.detach(), *[t.grad for t in leaves])
     for positive, negative in zip(grads[1.0], grads[-1.0]):
@@ -127,7 +167,9 @@ def test_batched_input_and_tied_embedding(device_backend, generator):
 
     embedding.weight.grad = None
     hidden = torch.tanh(embedding(tokens))
-    F.cross_entropy((hidden @ embedding.weight.t()).flatten(0, 1), labels.flatten(), ignore_index=-100).backward()
+    F.cross_entropy(
+        (hidden @ embedding.weight.t()).flatten(0, 1), labels.flatten(), ignore_index=-100
+    ).backward()
     torch.testing.assert_close(fused_grad, embedding.weight.grad, rtol=1e-5, atol=1e-6)
 
 
@@ -153,8 +195,10 @@ class LargestStorageSeen(TorchDispatchMode):
 def test_never_materialises_full_logits(device_backend, reduction):
     device, backend = device_backend
     if backend == "cpp":
-        pytest.skip("allocations inside the C++ op are invisible to the dispatcher; "
-                    "its peak memory is measured in benchmarks/")
+        pytest.skip(
+            "allocations inside the C++ op are invisible to the dispatcher; "
+            "its peak memory is measured in benchmarks/"
+        )
     n, hidden, vocab, chunk = 64, 8, 97, 4
     x = torch.randn(n, hidden, device=device, requires_grad=True)
     weight = torch.randn(vocab, hidden, device=device, requires_grad=True)
@@ -195,7 +239,9 @@ def test_mean_weights_normalise_over_counted_tokens(device_backend):
     ],
 )
 def test_bad_input_names_the_argument(kwargs, message):
-    arguments = dict(x=torch.randn(4, 6), weight=torch.randn(7, 6), labels=torch.tensor([0, 1, 2, -100]))
+    arguments = dict(
+        x=torch.randn(4, 6), weight=torch.randn(7, 6), labels=torch.tensor([0, 1, 2, -100])
+    )
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=message):
         linear_nll(**arguments)
@@ -228,16 +274,22 @@ def test_follows_autocast_like_f_linear(device_backend, generator):
     """bf16 hidden states against an fp32 head under autocast (OPT under mixed precision):
     both run in bf16, as F.linear would, and the fp32 head gets its gradient in fp32."""
     device, backend = device_backend
-    x, weight, bias, labels, _ = make_inputs(21, 16, 37, torch.float32, generator, with_weights=False)
+    x, weight, bias, labels, _ = make_inputs(
+        21, 16, 37, torch.float32, generator, with_weights=False
+    )
     x16 = x.to(device, torch.bfloat16).requires_grad_()
     leaves = [t.to(device).requires_grad_() for t in (weight, bias)]
     with torch.autocast(device.type, dtype=torch.bfloat16):
-        loss = linear_nll(x16, *leaves[:1], labels.to(device), leaves[1], chunk_size=8, backend=backend)
+        loss = linear_nll(
+            x16, *leaves[:1], labels.to(device), leaves[1], chunk_size=8, backend=backend
+        )
     loss.backward()
 
     ref = [t.detach().to(torch.bfloat16).float().requires_grad_() for t in (x16, *leaves)]
     expected = reference_linear_nll(ref[0], ref[1], labels.to(device), ref[2])
     expected.backward()
     assert leaves[0].grad.dtype == torch.float32
-    for actual, wanted in zip((loss, x16.grad, *(t.grad for t in leaves)), (expected, *(t.grad for t in ref))):
+    for actual, wanted in zip(
+        (loss, x16.grad, *(t.grad for t in leaves)), (expected, *(t.grad for t in ref))
+    ):
         assert_close(actual.float().cpu(), wanted, torch.bfloat16)

@@ -52,14 +52,24 @@ def test_matches_reference(device_backend, dtype, generator, shape, similarity, 
         anchor, cand = anchor / dim**0.5, cand / dim**0.5
     a = anchor.to(device).requires_grad_()
     c = cand.to(device).requires_grad_()
-    loss, logits = npair_loss(a, c, temperature, similarity, None if mask is None else mask.to(device),
-                              reduction, return_logits=True, backend=backend)
+    loss, logits = npair_loss(
+        a,
+        c,
+        temperature,
+        similarity,
+        None if mask is None else mask.to(device),
+        reduction,
+        return_logits=True,
+        backend=backend,
+    )
     grad_out = torch.randn(loss.shape, generator=generator)
     loss.backward(grad_out.to(device))
 
     ref_a = anchor.detach().float().requires_grad_()
     ref_c = cand.detach().float().requires_grad_()
-    expected, expected_logits = reference_npair_loss(ref_a, ref_c, temperature, similarity, mask, reduction)
+    expected, expected_logits = reference_npair_loss(
+        ref_a, ref_c, temperature, similarity, mask, reduction
+    )
     expected.backward(grad_out)
     assert loss.dtype == torch.float32 and not logits.requires_grad
     # logits are divided by tau: compare on the scale of a similarity
@@ -103,7 +113,10 @@ def test_return_logits_supports_accuracy(device_backend):
         (dict(similarity="euclid"), "similarity must be one of"),
         (dict(reduction="max"), "reduction must be one of"),
         (dict(cand_mask=torch.ones(2, 2, dtype=torch.bool)), "cand_mask must have shape"),
-        (dict(cand_mask=torch.tensor([[False, True, True], [True, True, True]])), r"cand_mask\[:, 0\] must be True"),
+        (
+            dict(cand_mask=torch.tensor([[False, True, True], [True, True, True]])),
+            r"cand_mask\[:, 0\] must be True",
+        ),
         (dict(anchor=torch.randint(0, 3, (2, 4))), "anchor must be a floating tensor"),
         (dict(cand=torch.randn(2, 3, 4, dtype=torch.float16)), "cand dtype"),
         (dict(cand=torch.randn(2, 3, 4, device="meta")), "must share one device"),

@@ -27,7 +27,9 @@ def test_reference_gradcheck():
     generator = torch.Generator().manual_seed(0)
     hidden = torch.randn(2, 5, 3, dtype=torch.float64, generator=generator, requires_grad=True)
     mask = random_mask(2, 5, generator)
-    assert torch.autograd.gradcheck(lambda h: reference_position_weighted_mean_pool(h, mask), (hidden,))
+    assert torch.autograd.gradcheck(
+        lambda h: reference_position_weighted_mean_pool(h, mask), (hidden,)
+    )
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))

@@ -116,7 +116,8 @@ def test_linear_nll_all_rows_ignored(device):
     weight = torch.randn(101, 8, device=device)
     labels = torch.full((3,), -1, device=device)
     kernels = triton_kernels()
-    got = kernels.linear_nll_fused(x, weight, None, labels, torch.zeros(3, device=device), 2,
-                                   (True, True, False))
+    got = kernels.linear_nll_fused(
+        x, weight, None, labels, torch.zeros(3, device=device), 2, (True, True, False)
+    )
     for tensor in got[:3]:
         assert tensor.abs().max().item() == 0

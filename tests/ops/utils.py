@@ -12,4 +12,6 @@ TOLERANCE = {
 
 def assert_close(actual, expected, dtype, scale=1.0):
     rtol, atol = TOLERANCE[dtype]
-    torch.testing.assert_close(actual.float().cpu(), expected.float().cpu(), rtol=rtol * scale, atol=atol * scale)
+    torch.testing.assert_close(
+        actual.float().cpu(), expected.float().cpu(), rtol=rtol * scale, atol=atol * scale
+    )

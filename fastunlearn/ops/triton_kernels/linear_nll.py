@@ -126,7 +126,9 @@ def linear_nll_fused(x, weight, bias, labels, coef, chunk_size, needs_grad):
     # fp32 grad_x accumulates in place; other dtypes through one fp32 chunk buffer.
     grad_x32 = None
     if need_x and x.dtype != torch.float32:
-        grad_x32 = torch.empty(min(chunk_size, n_tokens), hidden, dtype=torch.float32, device=x.device)
+        grad_x32 = torch.empty(
+            min(chunk_size, n_tokens), hidden, dtype=torch.float32, device=x.device
+        )
     # Per-token running max, sum of exp(logit - max) and label logit, set up once for all chunks.
     all_max = torch.full((n_tokens,), float("-inf"), dtype=torch.float32, device=x.device)
     all_sum = torch.zeros(n_tokens, dtype=torch.float32, device=x.device)
@@ -135,12 +137,22 @@ def linear_nll_fused(x, weight, bias, labels, coef, chunk_size, needs_grad):
         stop = min(start + chunk_size, n_tokens)
         rows = stop - start
         x_chunk, chunk_labels = x[start:stop], labels[start:stop]
-        running_max, running_sum, target = all_max[start:stop], all_sum[start:stop], all_target[start:stop]
+        running_max, running_sum, target = (
+            all_max[start:stop],
+            all_sum[start:stop],
+            all_target[start:stop],
+        )
         for v0 in range(0, vocab, block_v):
             v1 = min(v0 + block_v, vocab)
             logits = _block_logits(x_chunk, weight, bias, v0, v1, buffer)
             _lse_block_kernel[(rows,)](
-                logits, chunk_labels, running_max, running_sum, target, v0, v1 - v0,
+                logits,
+                chunk_labels,
+                running_max,
+                running_sum,
+                target,
+                v0,
+                v1 - v0,
                 **_launch_config(v1 - v0),
             )
         lse = running_max + torch.log(running_sum)  # -inf + log 0 on ignored rows: masked next
