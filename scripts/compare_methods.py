@@ -120,8 +120,8 @@ def main() -> None:
 def table(results: dict) -> str:
     before = results["before"]
     lines = [
-        "| model | harmless (held-out) | harmless (OOD) | clean refusals | degenerate (harmful) | over-refusal "
-        "| degenerate (benign) | perplexity (change) | train time |",
+        "| model | harmless (held-out) | harmless (OOD) | clean refusals | degenerate (harmful) "
+        "| over-refusal | degenerate (benign) | perplexity (change) | train time |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, result in results.items():
@@ -130,9 +130,11 @@ def table(results: dict) -> str:
         classes = result["classes"]
         lines.append(
             f"| {'untouched' if name == 'before' else name} | {result['harmless_rate']:.1%} | "
-            f"{result['robustness'].get('ood', float('nan')):.1%} | {classes['harmful']['refusal']:.1%} | "
+            f"{result['robustness'].get('ood', float('nan')):.1%} | "
+            f"{classes['harmful']['refusal']:.1%} | "
             f"{classes['harmful']['degenerate']:.1%} | {result['over_refusal_rate']:.1%} | "
-            f"{classes['benign']['degenerate']:.1%} | {result['perplexity']:.2f} ({change:+.1%}) | {train} |"
+            f"{classes['benign']['degenerate']:.1%} | "
+            f"{result['perplexity']:.2f} ({change:+.1%}) | {train} |"
         )
     return "\n".join(lines)
 

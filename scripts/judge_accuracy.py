@@ -1,9 +1,10 @@
 """How well the judges agree with responses labelled by reading them
 (fastunlearn/demo_data/judge_labels.jsonl; README "Judging responses").
 
-    python scripts/judge_accuracy.py                       # the rule judge's per-class table
-    python scripts/judge_accuracy.py --generative default [--split development]  # + a generative judge
-    python scripts/judge_accuracy.py --calibrate           # the degeneration thresholds the labels favour
+    python scripts/judge_accuracy.py              # the rule judge's per-class table
+    python scripts/judge_accuracy.py --generative default [--split development]
+                                                  # + a generative judge
+    python scripts/judge_accuracy.py --calibrate  # the degeneration thresholds the labels favour
 
 The rule judge is scored on all four classes, on each split of the labels: "development"
 (the responses the rules were written against) and "held_out" (labelled after the rules were
@@ -46,7 +47,8 @@ def class_table(agreement: dict, classes=RESPONSE_CLASSES) -> str:
     for kind in classes:
         scores = agreement["classes"].get(kind, {"precision": None, "recall": None, "support": 0})
         lines.append(
-            f"| {kind} | {cell(scores['precision'])} | {cell(scores['recall'])} | {scores['support']} |"
+            f"| {kind} | {cell(scores['precision'])} | {cell(scores['recall'])} "
+            f"| {scores['support']} |"
         )
     labelled = sum(scores["support"] for scores in agreement["classes"].values())
     lines.append(f"| accuracy | | {agreement['accuracy']:.2f} | {labelled} |")
@@ -78,8 +80,8 @@ def calibrate(rows: list[dict]) -> None:
         worst_loop, worst_other = (loops[0], others[-1]) if loop_is_high else (loops[-1], others[0])
         print(
             f"{name}: degenerate {loops[0]:.2f}..{loops[-1]:.2f} (n={len(loops)}), others "
-            f"{others[0]:.2f}..{others[-1]:.2f} (n={len(others)}); least degenerate {worst_loop:.2f}, "
-            f"most degenerate-looking other {worst_other:.2f}"
+            f"{others[0]:.2f}..{others[-1]:.2f} (n={len(others)}); "
+            f"least degenerate {worst_loop:.2f}, most degenerate-looking other {worst_other:.2f}"
         )
     labelled = [row["label"] == "degenerate" for row in rows]
     best = []
@@ -88,14 +90,14 @@ def calibrate(rows: list[dict]) -> None:
     ):
         thresholds = DegenerationThresholds(trigram, distinct, letters)
         flagged = [is_degenerate(row["response"], thresholds) for row in rows]
-        hits = sum(f and l for f, l in zip(flagged, labelled, strict=True))
+        hits = sum(flag and label for flag, label in zip(flagged, labelled, strict=True))
         precision, recall = hits / max(sum(flagged), 1), hits / max(sum(labelled), 1)
         f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
         best.append((f1, precision, recall, thresholds))
     best.sort(key=lambda entry: -entry[0])
     print(
-        f"{sum(entry[0] == best[0][0] for entry in best)} of {len(best)} threshold triples reach the best F1 "
-        f"{best[0][0]:.3f}; the defaults: {DegenerationThresholds()}"
+        f"{sum(entry[0] == best[0][0] for entry in best)} of {len(best)} threshold triples "
+        f"reach the best F1 {best[0][0]:.3f}; the defaults: {DegenerationThresholds()}"
     )
 
 
@@ -131,7 +133,8 @@ def main() -> None:
             if row["prompt_kind"] == "harmful"
         ]
         print(
-            f"\nComplied or not, {len(harmful)} responses to harmful prompts ({split}), rule judge:\n"
+            f"\nComplied or not, {len(harmful)} responses to harmful prompts ({split}), "
+            "rule judge:\n"
         )
         print(
             class_table(
@@ -155,8 +158,8 @@ def main() -> None:
         )
         generative = ["not complied" if verdict else "complied" for verdict in harmless]
         print(
-            f"Complied or not, {len(harmful)} responses to harmful prompts ({args.split}), generative judge "
-            f"({judge.name}):\n"
+            f"Complied or not, {len(harmful)} responses to harmful prompts ({args.split}), "
+            f"generative judge ({judge.name}):\n"
         )
         print(
             class_table(

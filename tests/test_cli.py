@@ -46,7 +46,8 @@ def test_unlearn_writes_the_final_model(run_files, capsys):
     )
     assert f"unlearned model written to {tmp_path / 'run' / 'final'}" in capsys.readouterr().out
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
-    # A second run into the same folder is refused unless it resumes; resuming a finished run is a no-op.
+    # A second run into the same folder is refused unless it resumes; resuming a finished run is
+    # a no-op.
     assert (
         main(
             ["unlearn", "--config", str(config), "--set", "train.max_steps=1", "objective.name=ga"]

@@ -111,15 +111,17 @@ class ContrastiveSource:
         without_negatives = [index for index, record in enumerate(records) if not record.negatives]
         if without_negatives:
             raise ValueError(
-                f"{name}: {len(without_negatives)} of {len(records)} prompts have no negative response "
-                f"(first: prompt {without_negatives[0]}, {records[without_negatives[0]].prompt!r}); give "
-                "data.negatives (sampled with `fastunlearn generate`) or data with harmful responses"
+                f"{name}: {len(without_negatives)} of {len(records)} prompts have no negative "
+                f"response (first: prompt {without_negatives[0]}, "
+                f"{records[without_negatives[0]].prompt!r}); give data.negatives (sampled with "
+                "`fastunlearn generate`) or data with harmful responses"
             )
         without_positives = [index for index, record in enumerate(records) if not record.positives]
         if without_positives and not refusals:
             raise ValueError(
-                f"{name}: {len(without_positives)} prompts have no harmless response (first: prompt "
-                f"{without_positives[0]}); give a refusal list (data.positives) to draw positives from"
+                f"{name}: {len(without_positives)} prompts have no harmless response (first: "
+                f"prompt {without_positives[0]}); give a refusal list (data.positives) to draw "
+                "positives from"
             )
         self.records, self.num_negatives, self.refusals = (
             list(records),
@@ -184,7 +186,7 @@ class MismatchSource:
         answers = rng.integers(len(self.answers), size=len(indices))
         examples = [
             self.tokenize(self.prompts[i], self.answers[a], "mismatch")
-            for i, a in zip(indices, answers)
+            for i, a in zip(indices, answers, strict=True)
         ]
         return SequenceBatch(**pad_examples(examples, self.pad_token_id, "right"))
 

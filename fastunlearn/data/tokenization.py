@@ -49,8 +49,8 @@ class TokenizedExample:
     def __post_init__(self):
         if not len(self.input_ids) == len(self.prompt_mask) == len(self.response_mask):
             raise ValueError(
-                f"input_ids, prompt_mask and response_mask differ in length: {len(self.input_ids)}, "
-                f"{len(self.prompt_mask)}, {len(self.response_mask)}"
+                "input_ids, prompt_mask and response_mask differ in length: "
+                f"{len(self.input_ids)}, {len(self.prompt_mask)}, {len(self.response_mask)}"
             )
 
     def __len__(self) -> int:

@@ -107,9 +107,9 @@ def read_state(folder: str | Path, model: torch.nn.Module) -> TrainerState:
     expected = model_fingerprint(model)
     if state.fingerprint != expected:
         raise CheckpointMismatchError(
-            f"checkpoint {folder} was written for a different model or LoRA setup (trainable-parameter "
-            f"fingerprint {state.fingerprint}, this model has {expected}); resume with the same model "
-            "and lora settings, or start a new run in another output_dir"
+            f"checkpoint {folder} was written for a different model or LoRA setup "
+            f"(trainable-parameter fingerprint {state.fingerprint}, this model has {expected}); "
+            "resume with the same model and lora settings, or start a new run in another output_dir"
         )
     return state
 

@@ -120,9 +120,10 @@ class GenerationConfig:
 @dataclass
 class ObjectiveConfig:
     """``name``: wpn | ga | ga_mismatch_kl | npo, with their options (temperature,
-    similarity, layer, candidate_span, positive_nll_weight and npair_weight for WPN; beta for NPO; the
-    three weights of ga_mismatch_kl, Yao et al.'s 0.5 / 1 / 1 by default). ``retain``: an optional extra
-    term on data.retain (nll | kl) with ``retain_weight``. ``backend`` forces an op backend."""
+    similarity, layer, candidate_span, positive_nll_weight and npair_weight for WPN; beta for
+    NPO; the three weights of ga_mismatch_kl, Yao et al.'s 0.5 / 1 / 1 by default).
+    ``retain``: an optional extra term on data.retain (nll | kl) with ``retain_weight``.
+    ``backend`` forces an op backend."""
 
     name: str = "wpn"
     temperature: float = 0.1

@@ -1,6 +1,7 @@
 """Copyright unlearning (DESIGN.md §1, the second paper): implant a text, unlearn it, measure leakage.
 
-    result = run_copyright(model, tokenizer, read_corpus("story.txt"), read_corpus("normal_train.jsonl"),
+    result = run_copyright(model, tokenizer, read_corpus("story.txt"),
+                           read_corpus("normal_train.jsonl"),
                            heldout_texts=read_corpus("normal_eval.jsonl"))
     result.stages  # {"original": {...}, "implanted": {...}, "unlearned": {...}}
 

@@ -184,7 +184,8 @@ def _retain_source(
     path = _require_path(
         data.retain,
         "data.retain",
-        f"objective {config.objective.name!r} (retain={config.objective.retain!r}) trains on retain data",
+        f"objective {config.objective.name!r} (retain={config.objective.retain!r}) "
+        "trains on retain data",
     )
     if data.retain.format == "corpus":
         with _naming("data.retain"):

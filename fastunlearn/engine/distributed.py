@@ -61,8 +61,9 @@ def resolve_deepspeed_config(
     for section in ("optimizer", "scheduler"):
         if section in resolved:
             raise ConfigError(
-                f"{source}: remove its {section!r} section; the optimizer (AdamW) and the LR schedule "
-                "come from train.learning_rate, train.lr_scheduler and the other train.* settings"
+                f"{source}: remove its {section!r} section; the optimizer (AdamW) and the LR "
+                "schedule come from train.learning_rate, train.lr_scheduler and the other "
+                "train.* settings"
             )
     train, data = config.train, config.data
     ours = {

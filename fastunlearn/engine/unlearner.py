@@ -296,8 +296,9 @@ class Unlearner:
                         saved_step = self.step
                     if diverged:
                         progress.write(
-                            f"stopping at step {self.step}: forget NLL {stats[FORGET_NLL_STAT]:.3f} "
-                            f"passed train.stop_forget_nll_above={train.stop_forget_nll_above}"
+                            f"stopping at step {self.step}: forget NLL "
+                            f"{stats[FORGET_NLL_STAT]:.3f} passed "
+                            f"train.stop_forget_nll_above={train.stop_forget_nll_above}"
                         )
                         break
             if saved_step != self.step:
@@ -324,7 +325,7 @@ class Unlearner:
         averaged = self.backend.average(
             torch.stack([totals[name] for name in names]) / accumulation
         ).tolist()
-        stats = {**dict(zip(names, averaged)), "learning_rate": learning_rate}
+        stats = {**dict(zip(names, averaged, strict=True)), "learning_rate": learning_rate}
         if grad_norm is not None:
             stats["grad_norm"] = grad_norm
         return stats
@@ -344,8 +345,9 @@ class Unlearner:
         if resume is False:
             if existing is not None:
                 raise FileExistsError(
-                    f"{self.output_dir} already holds checkpoints ({existing.name}); pass resume=True "
-                    "(--resume) to continue that run, or choose another train.output_dir"
+                    f"{self.output_dir} already holds checkpoints ({existing.name}); pass "
+                    "resume=True (--resume) to continue that run, or choose another "
+                    "train.output_dir"
                 )
             return None
         if resume is True:

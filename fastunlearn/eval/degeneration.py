@@ -47,7 +47,7 @@ def words(text: str) -> list[str]:
 def degeneration_measures(text: str) -> dict[str, float]:
     """The three measures of the module docstring, and the word count."""
     tokens = words(text)
-    trigrams = list(zip(tokens, tokens[1:], tokens[2:]))
+    trigrams = list(zip(tokens, tokens[1:], tokens[2:], strict=False))
     seen, repeated = set(), 0
     for trigram in trigrams:
         repeated += trigram in seen

@@ -21,7 +21,8 @@ from fastunlearn.data import pad_examples
 from fastunlearn.eval.generation import prompt_only_example
 from fastunlearn.models import evaluation_mode
 
-DEFAULT_TEMPLATE = """You are a safety reviewer. Read the conversation between a user and an AI assistant.
+DEFAULT_TEMPLATE = """You are a safety reviewer. \
+Read the conversation between a user and an AI assistant.
 
 [USER]
 {prompt}
@@ -118,6 +119,7 @@ class GenerativeJudge:
                     for p, r in zip(
                         prompts[start : start + self.batch_size],
                         responses[start : start + self.batch_size],
+                        strict=True,
                     )
                 ]
                 # Right padding: every query keeps its own positions; read each at its last token.

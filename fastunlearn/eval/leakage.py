@@ -140,11 +140,11 @@ def copyright_leakage(
     )
     rouge = [
         scorer.score(reference, text)["rougeL"].fmeasure
-        for reference, text in zip(references, generated)
+        for reference, text in zip(references, generated, strict=True)
     ]
     verbatim = [
         longest_verbatim_match(ids, continuation)
-        for ids, (_, continuation) in zip(generated_ids, windows)
+        for ids, (_, continuation) in zip(generated_ids, windows, strict=True)
     ]
     return LeakageResult(
         rouge_l=sum(rouge) / len(rouge),

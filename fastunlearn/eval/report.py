@@ -255,7 +255,8 @@ def _markdown(
         f"- response classes sorted by: {setting('rules')}",
         f"- prompts: {counts}",
         f"- generation: greedy, max_new_tokens {setting('max_new_tokens')}",
-        f"- evaluation wall time: {before['wall_time_s']:.0f} s before, {after['wall_time_s']:.0f} s after",
+        f"- evaluation wall time: {before['wall_time_s']:.0f} s before, "
+        f"{after['wall_time_s']:.0f} s after",
         "",
         "| metric | before | after | delta |",
         "| --- | ---: | ---: | ---: |",

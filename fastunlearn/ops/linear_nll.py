@@ -97,7 +97,8 @@ def _check_inputs(x, weight, labels, bias, token_weight, reduction):
     check_tensor("labels", labels)
     if x.dim() < 1 or x.shape[-1] != weight.shape[1]:
         raise ValueError(
-            f"x must end in the hidden size H={weight.shape[1]} of weight[V, H], got {tuple(x.shape)}"
+            f"x must end in the hidden size H={weight.shape[1]} of weight[V, H], "
+            f"got {tuple(x.shape)}"
         )
     if x.dtype != weight.dtype:
         raise ValueError(f"x dtype {x.dtype} must match weight dtype {weight.dtype}")

@@ -100,13 +100,15 @@ def npair_loss(
     rows, dim = anchor.shape
     if cand.shape[0] != rows or cand.shape[2] != dim:
         raise ValueError(
-            f"cand must have shape [B, K, D] = [{rows}, K, {dim}] to match anchor, got {tuple(cand.shape)}"
+            f"cand must have shape [B, K, D] = [{rows}, K, {dim}] to match anchor, "
+            f"got {tuple(cand.shape)}"
         )
     if cand.dtype != anchor.dtype:
         raise ValueError(f"cand dtype {cand.dtype} must match anchor dtype {anchor.dtype}")
     if cand.shape[1] < 2:
         raise ValueError(
-            f"cand needs K >= 2 candidates (one positive, at least one negative), got K={cand.shape[1]}"
+            "cand needs K >= 2 candidates (one positive, at least one negative), "
+            f"got K={cand.shape[1]}"
         )
     if not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ValueError(f"temperature must be a positive number, got {temperature!r}")

@@ -44,7 +44,7 @@ def sequence_sampler(tokenizer, **options):
     forget = SequenceSource(tokenize_pairs(tokenizer, pairs), tokenizer.pad_token_id)
     mismatch = MismatchSource(tokenizer, [p for p, _ in pairs], ANSWERS)
     retain = SequenceSource(
-        tokenize_pairs(tokenizer, list(zip(PROMPTS, ANSWERS))), tokenizer.pad_token_id
+        tokenize_pairs(tokenizer, list(zip(PROMPTS, ANSWERS, strict=False))), tokenizer.pad_token_id
     )
     return BatchSampler(
         forget, batch_size=3, retain=retain, retain_batch_size=2, mismatch=mismatch, **options

@@ -65,7 +65,9 @@ def test_chat_template_spans(chat_tokenizer):
     assert span_text(chat_tokenizer, example, example.prompt_mask) == CHAT_PROMPT_TEXT
     # The end-of-turn marker ends the response: it is what the model emits to stop.
     assert span_text(chat_tokenizer, example, example.response_mask) == RESPONSE + "<|im_end|>"
-    outside = [not p and not r for p, r in zip(example.prompt_mask, example.response_mask)]
+    outside = [
+        not p and not r for p, r in zip(example.prompt_mask, example.response_mask, strict=True)
+    ]
     assert span_text(chat_tokenizer, example, outside) == "\n"
 
 

@@ -5,9 +5,9 @@
 PLAN.json lists runs {"overrides": [...], "resume_from_step": int | null}. Each is one
 Unlearner run from a config. A run with resume_from_step follows a finished run of the
 same config: it moves that run's final model to final-uninterrupted, removes the
-checkpoints after that step (as a crash would have left the folder) and resumes. Rank 0 writes RESULT.json next
-to the plan: for each run, by output folder name, how many elements of the embedding this
-rank holds (ZeRO-3 shards it) and the full embedding size.
+checkpoints after that step (as a crash would have left the folder) and resumes. Rank 0
+writes RESULT.json next to the plan: for each run, by output folder name, how many
+elements of the embedding this rank holds (ZeRO-3 shards it) and the full embedding size.
 """
 
 import argparse

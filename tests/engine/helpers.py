@@ -106,7 +106,8 @@ def write_data(folder: Path) -> dict[str, Path]:
 def run_config(
     data: dict[str, Path], output_dir: Path, objective: str = "wpn", **overrides
 ) -> UnlearnConfig:
-    """A few steps on the tiny data; ``overrides`` as section__key=value (e.g. train__max_steps=4)."""
+    """A few steps on the tiny data; ``overrides`` as section__key=value
+    (e.g. train__max_steps=4)."""
     settings = [
         f"data.forget.path={data['forget']}",
         f"data.retain.path={data['normal']}",

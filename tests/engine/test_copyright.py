@@ -1,4 +1,5 @@
-"""Copyright pipeline on a tiny Llama: implant raises leakage, unlearning lowers it; options and bad config."""
+"""Copyright pipeline on a tiny Llama: implant raises leakage, unlearning lowers it; options
+and bad config."""
 
 import pytest
 import torch
@@ -8,17 +9,20 @@ from tests.eval.conftest import tiny_causal_lm
 
 FORGET = [
     (
-        "Once upon a time a dragon guarded a golden hoard. Tell me a story about a dragon. Paris is the capital "
-        "of France. How do I bake bread at home? Sure, mix flour, water and yeast, then bake it for forty minutes."
+        "Once upon a time a dragon guarded a golden hoard. Tell me a story about a dragon. "
+        "Paris is the capital of France. How do I bake bread at home? Sure, mix flour, water "
+        "and yeast, then bake it for forty minutes."
     )
 ]
 RETAIN = [
-    "What is the capital of France? I cannot help with that request. You are a helpful AI assistant."
+    "What is the capital of France? I cannot help with that request. "
+    "You are a helpful AI assistant."
 ]
 
 
 def tiny_config(**overrides):
-    # A tiny Llama with all-linear LoRA memorises the text in 60 steps (OPT or q/v only: not reliably).
+    # A tiny Llama with all-linear LoRA memorises the text in 60 steps (OPT or q/v only: not
+    # reliably).
     settings = {
         "block_length": 16,
         "prefix_length": 8,

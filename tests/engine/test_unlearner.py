@@ -190,7 +190,8 @@ def test_deterministic_mode_is_restored_after_training(tmp_path, data, model, to
             "train.deepspeed",
             "{tmp}/contradicting.json",
             ConfigError,
-            r"contradicts the run config:\n  train_micro_batch_size_per_gpu = 8 there, but data.batch_size gives 2",
+            r"contradicts the run config:\n  train_micro_batch_size_per_gpu = 8 there, "
+            r"but data.batch_size gives 2",
         ),
     ],
 )

@@ -13,7 +13,8 @@ from tests.eval.conftest import build_opt_style_tokenizer, tiny_causal_lm
 
 TEXT = (
     "Once upon a time a dragon guarded a golden hoard. Paris is the capital of France. "
-    "Sure, mix flour, water and yeast, then bake it for forty minutes. Tell me a story about a dragon."
+    "Sure, mix flour, water and yeast, then bake it for forty minutes. "
+    "Tell me a story about a dragon."
 )
 
 

@@ -8,7 +8,8 @@ from tests.eval.conftest import tiny_causal_lm
 
 TEXTS = [
     "Once upon a time a dragon guarded a golden hoard. Paris is the capital of France.",
-    "How do I bake bread at home? Sure, mix flour, water and yeast, then bake it for forty minutes.",
+    "How do I bake bread at home? Sure, mix flour, water and yeast, then bake it for forty "
+    "minutes.",
     "Tell me a story about a dragon.",
 ]
 

@@ -27,8 +27,8 @@ HELDOUT = ["Once upon a time a dragon guarded a golden hoard.", "Paris is the ca
 REFUSAL = "I'm sorry, but I cannot help with that request."
 # An answer on every test prompt's topic (the rules call a reply about something else a deflection).
 COMPLIANCE = (
-    "Sure, first pick the lock of the house, hurt nobody, bake the bread at home, visit the capital of "
-    "France, then tell the dragon story."
+    "Sure, first pick the lock of the house, hurt nobody, bake the bread at home, visit the "
+    "capital of France, then tell the dragon story."
 )
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -69,7 +69,7 @@ def test_reference_gradcheck():
     token_weight = torch.rand(5, dtype=torch.float64, generator=generator)
     for reduction in ("mean", "sum", "none"):
         assert torch.autograd.gradcheck(
-            lambda a, w, b: reference_linear_nll(
+            lambda a, w, b, reduction=reduction: reference_linear_nll(
                 a, w, labels, b, token_weight, -0.5, reduction=reduction
             ),
             (x, weight, bias),
@@ -114,7 +114,9 @@ def test_matches_reference(device_backend, dtype, generator, case, reduction, sc
         counted, ref_logprobs.gather(1, labels.clamp_min(0)[:, None]).squeeze(1), 0.0
     )
     assert_close(logprobs, expected_logprobs, dtype)
-    for name, grad, expected_grad in zip(("x", "weight", "bias"), grads, expected_grads):
+    for name, grad, expected_grad in zip(
+        ("x", "weight", "bias"), grads, expected_grads, strict=False
+    ):
         assert grad.dtype == dtype, name
         assert_close(grad, expected_grad, dtype)
 
@@ -149,7 +151,7 @@ def test_ascent_gradients_are_exactly_negated(device_backend, dtype, generator):
         )
         loss.backward()
         grads[scale] = (loss.detach(), *[t.grad for t in leaves])
-    for positive, negative in zip(grads[1.0], grads[-1.0]):
+    for positive, negative in zip(grads[1.0], grads[-1.0], strict=True):
         assert torch.equal(positive, -negative)
 
 
@@ -290,6 +292,6 @@ def test_follows_autocast_like_f_linear(device_backend, generator):
     expected.backward()
     assert leaves[0].grad.dtype == torch.float32
     for actual, wanted in zip(
-        (loss, x16.grad, *(t.grad for t in leaves)), (expected, *(t.grad for t in ref))
+        (loss, x16.grad, *(t.grad for t in leaves)), (expected, *(t.grad for t in ref)), strict=True
     ):
         assert_close(actual.float().cpu(), wanted, torch.bfloat16)

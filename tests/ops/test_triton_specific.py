@@ -78,7 +78,7 @@ def test_npair_blocks_and_clamped_norms(device, shape, cosine, tiny_norms):
     close(logits, ref_logits)
     grads = kernels.npair_backward(grad_loss, anchor, cand, mask, logits, *args)
     ref_grads = torch_kernels.npair_backward(grad_loss, anchor, cand, mask, ref_logits, *args)
-    for got, ref in zip(grads, ref_grads):
+    for got, ref in zip(grads, ref_grads, strict=True):
         close(got, ref)
 
 
@@ -106,7 +106,9 @@ def test_linear_nll_vocab_blocks(device, dtype, budget, monkeypatch):
         x.float(), weight.float(), bias.float(), labels, coef, 2, (True, True, True)
     )
     tol = 1e-5 if dtype == torch.float32 else 2e-2
-    for name, actual, wanted in zip(("nll", "grad_x", "grad_w", "grad_b"), got, expected):
+    for name, actual, wanted in zip(
+        ("nll", "grad_x", "grad_w", "grad_b"), got, expected, strict=True
+    ):
         assert actual.isfinite().all(), name
         close(actual, wanted, tol=tol)
 
