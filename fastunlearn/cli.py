@@ -1,12 +1,13 @@
 """Command line: ``fastunlearn <command>`` or ``python -m fastunlearn <command>``.
 
-    fastunlearn unlearn --config configs/wpn_lora.yaml [--set train.max_steps=50 ...] [--resume]
-    fastunlearn generate --config configs/wpn_lora.yaml     # sample WPN negatives first
+    fastunlearn unlearn --config run.yaml [--set train.max_steps=50 ...] [--resume]
+    fastunlearn generate --config run.yaml      # sample WPN negatives first
     fastunlearn demo [--set train.max_steps=10 ...]         # before/after on the default model
     fastunlearn eval --model runs/demo/final [--harmful FILE --benign FILE --text FILE]
     fastunlearn copyright [--text FILE --retain FILE --heldout FILE]   # implant, unlearn, leakage
 
-Under the DeepSpeed launcher: ``deepspeed --num_gpus 8 --module fastunlearn unlearn --config ...``.
+A config is a YAML file, or a bundled one named ``fastunlearn:configs/NAME.yaml``. Under the
+DeepSpeed launcher: ``deepspeed --num_gpus 8 --module fastunlearn unlearn --config ...``.
 """
 
 from __future__ import annotations
@@ -17,16 +18,22 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fastunlearn.engine import CheckpointMismatchError, ConfigError, UnlearnConfig
-from fastunlearn.engine.config import JUDGES
-from fastunlearn.engine.copyright import RETAIN_TERMS, UNLEARN_OBJECTIVES, CopyrightConfig
+from fastunlearn.engine.config import JUDGES, UnlearnConfig
+from fastunlearn.recipes.copyright_config import RETAIN_TERMS, UNLEARN_OBJECTIVES, CopyrightConfig
+from fastunlearn.resources import bundled_configs, resolve_path
 
-# Bad input the user can fix: reported in one line, without a traceback.
-USER_ERRORS = (ConfigError, CheckpointMismatchError, FileNotFoundError, FileExistsError, ValueError)
+# Bad input the user can fix (ConfigError and CheckpointMismatchError are ValueErrors):
+# reported in one line, without a traceback. The heavy imports (torch, transformers, ...)
+# happen inside the commands, so that --help answers at once.
+USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError)
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="run config (YAML); see configs/")
+    parser.add_argument(
+        "--config",
+        required=True,
+        help="run config (YAML): a file, or a bundled one: " + ", ".join(bundled_configs()),
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -63,7 +70,7 @@ def run_generate(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     import logging
 
-    from fastunlearn.demo import DEMO_CONFIG, demo_eval_suite, run_demo
+    from fastunlearn.recipes.demo import DEMO_CONFIG, demo_eval_suite, run_demo
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
@@ -90,16 +97,16 @@ def run_eval(args: argparse.Namespace) -> int:
     import json
 
     from fastunlearn.data import read_corpus, read_prompts
-    from fastunlearn.eval import EvalSuite, build_judge, demo_data_path, evaluate
+    from fastunlearn.eval import EvalSuite, build_judge, evaluate
     from fastunlearn.models import load_default_model, load_model
 
     if args.output:
         _check_writable(Path(args.output))
     suite = EvalSuite(
-        harmful_prompts=read_prompts(args.harmful or demo_data_path("harmful_eval.jsonl")),
-        benign_prompts=read_prompts(args.benign or demo_data_path("benign_eval.jsonl")),
-        heldout_texts=read_corpus(args.text or demo_data_path("normal_text_eval.jsonl")),
-        ood_prompts=read_prompts(args.ood or demo_data_path("harmful_ood.jsonl"))
+        harmful_prompts=read_prompts(_data(args.harmful, "harmful_eval.jsonl")),
+        benign_prompts=read_prompts(_data(args.benign, "benign_eval.jsonl")),
+        heldout_texts=read_corpus(_data(args.text, "normal_text_eval.jsonl")),
+        ood_prompts=read_prompts(_data(args.ood, "harmful_ood.jsonl"))
         if args.ood != "none"
         else (),
         judge=build_judge(args.judge, args.judge_model, args.judge_template, args.harmful_label),
@@ -126,6 +133,11 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data(path: str | None, bundled: str) -> Path:
+    """An input file given on the command line, else the bundled demo file ``bundled``."""
+    return resolve_path(path or f"fastunlearn:demo_data/{bundled}")
+
+
 def _check_writable(path: Path) -> None:
     """Fail before the work, not after it, when a result file cannot be written."""
     folder = path.parent if str(path.parent) else Path(".")
@@ -143,10 +155,11 @@ def run_copyright(args: argparse.Namespace) -> int:
     import json
 
     from fastunlearn.data import read_corpus
-    from fastunlearn.engine.copyright import CopyrightConfig, run_copyright
-    from fastunlearn.eval import demo_data_path
     from fastunlearn.models import load_default_model, load_model
+    from fastunlearn.recipes.copyright import run_copyright
 
+    if args.output:
+        _check_writable(Path(args.output))
     config = CopyrightConfig(
         implant_steps=args.implant_steps,
         unlearn_steps=args.unlearn_steps,
@@ -156,9 +169,9 @@ def run_copyright(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         max_windows=args.max_windows,
     )
-    forget = read_corpus(args.text or demo_data_path("story.txt"))
-    retain = read_corpus(args.retain or demo_data_path("normal_text_train.jsonl"))
-    heldout = read_corpus(args.heldout or demo_data_path("normal_text_eval.jsonl"))
+    forget = read_corpus(_data(args.text, "story.txt"))
+    retain = read_corpus(_data(args.retain, "normal_text_train.jsonl"))
+    heldout = read_corpus(_data(args.heldout, "normal_text_eval.jsonl"))
     model, tokenizer = load_default_model() if args.model == "default" else load_model(args.model)
     result = run_copyright(
         model,
@@ -205,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="evaluate, unlearn and evaluate the default model; before/after report"
     )
-    demo.add_argument("--config", default=None, help="run config (default: configs/demo.yaml)")
+    demo.add_argument(
+        "--config", default=None, help="run config (default: fastunlearn:configs/demo.yaml)"
+    )
     demo.add_argument(
         "--set",
         dest="overrides",
@@ -305,7 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--retain-term", choices=RETAIN_TERMS, default=CopyrightConfig.retain
     )
     copyright_parser.add_argument(
-        "--eval-every", type=int, default=0, help="leakage every N steps of each stage"
+        "--eval-every",
+        type=int,
+        default=CopyrightConfig.eval_every,
+        help="leakage every N steps of each stage (0: only between stages)",
     )
     copyright_parser.add_argument(
         "--max-windows",

@@ -26,11 +26,11 @@ import logging
 import time
 from pathlib import Path
 
-from fastunlearn.demo import DEMO_CONFIG, demo_eval_suite
 from fastunlearn.engine import UnlearnConfig, Unlearner
 from fastunlearn.engine.generation import generate_configured_negatives
 from fastunlearn.engine.unlearner import load_configured_model
 from fastunlearn.eval import evaluate, rejudge
+from fastunlearn.recipes.demo import DEMO_CONFIG, demo_eval_suite
 
 METHODS = {
     "WPN + refusal NLL": ["objective.name=wpn"],

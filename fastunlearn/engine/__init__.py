@@ -1,37 +1,25 @@
 """Engine: the Unlearner training loop (plain PyTorch or DeepSpeed), its config,
-checkpoints and metrics (DESIGN.md §2)."""
+checkpoints and metrics (docs/architecture.md). Names load on first use, so reading a
+config does not import the training stack."""
 
-from fastunlearn.engine.checkpoint import (
-    CheckpointMismatchError,
-    latest_checkpoint,
-    list_checkpoints,
-)
-from fastunlearn.engine.config import (
-    DataConfig,
-    GenerationConfig,
-    LoraSettings,
-    ModelConfig,
-    ObjectiveConfig,
-    SourceConfig,
-    TrainConfig,
-    UnlearnConfig,
-)
-from fastunlearn.engine.overrides import ConfigError, load_config
-from fastunlearn.engine.unlearner import Unlearner
+from fastunlearn._lazy import lazy_exports
 
-__all__ = [
-    "CheckpointMismatchError",
-    "ConfigError",
-    "DataConfig",
-    "GenerationConfig",
-    "LoraSettings",
-    "ModelConfig",
-    "ObjectiveConfig",
-    "SourceConfig",
-    "TrainConfig",
-    "UnlearnConfig",
-    "Unlearner",
-    "latest_checkpoint",
-    "list_checkpoints",
-    "load_config",
-]
+_EXPORTS = {
+    "CheckpointMismatchError": "checkpoint",
+    "latest_checkpoint": "checkpoint",
+    "list_checkpoints": "checkpoint",
+    "DataConfig": "config",
+    "EvaluationConfig": "config",
+    "GenerationConfig": "config",
+    "LoraSettings": "config",
+    "ModelConfig": "config",
+    "ObjectiveConfig": "config",
+    "SourceConfig": "config",
+    "TrainConfig": "config",
+    "UnlearnConfig": "config",
+    "ConfigError": "overrides",
+    "load_config": "overrides",
+    "Unlearner": "unlearner",
+}
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
+__all__ = sorted(_EXPORTS)

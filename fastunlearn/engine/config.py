@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fastunlearn.engine.overrides import load_config
+from fastunlearn.resources import resolve_path
 
 OBJECTIVES = ("wpn", "ga", "ga_mismatch_kl", "npo")
 RETAIN_TERMS = ("nll", "kl")
@@ -27,6 +28,11 @@ JUDGES = ("rules", "generative", "classifier")
 def _require_choice(section: str, name: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f"{section}.{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _resolved(path: str | None) -> str | None:
+    """An input file as the code reads it: ``fastunlearn:...`` names a bundled one."""
+    return None if path is None else str(resolve_path(path))
 
 
 def _require_positive(section: str, name: str, value) -> None:
@@ -76,6 +82,9 @@ class SourceConfig:
     prompt_field: str = "prompt"
     response_field: str = "response"
     field: str = "text"
+
+    def __post_init__(self):
+        self.path = _resolved(self.path)
 
 
 @dataclass
@@ -187,6 +196,7 @@ class TrainConfig:
     progress_bar: bool = True
 
     def __post_init__(self):
+        self.deepspeed = _resolved(self.deepspeed)
         _require_choice("train", "precision", self.precision, PRECISIONS)
         for name in (
             "learning_rate",
@@ -219,6 +229,7 @@ class EvaluationConfig:
     prompts_per_set: int | None = None
 
     def __post_init__(self):
+        self.judge_template = _resolved(self.judge_template)
         _require_choice("evaluation", "judge", self.judge, JUDGES)
         for name in ("max_new_tokens", "prompts_per_set"):
             _require_positive("evaluation", name, getattr(self, name))

@@ -13,6 +13,8 @@ from typing import TypeVar
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from fastunlearn.resources import resolve_path
+
 ConfigT = TypeVar("ConfigT")
 ResultT = TypeVar("ResultT")
 
@@ -32,7 +34,7 @@ def load_config(
     layers = [OmegaConf.structured(cls)]
     sources = []
     if path is not None:
-        path = Path(path)
+        path = resolve_path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
         layers.append(_checked(lambda: OmegaConf.load(path), str(path)))

@@ -1,6 +1,6 @@
 """Unlearner: the training loop around a configured objective.
 
-    unlearner = Unlearner(UnlearnConfig.load("configs/wpn_lora.yaml"))
+    unlearner = Unlearner(UnlearnConfig.load("fastunlearn:configs/wpn_lora.yaml"))
     final_model_folder = unlearner.train()
 
 One readable loop (``train``) runs on plain PyTorch on one device, or on a DeepSpeed

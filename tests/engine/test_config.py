@@ -8,7 +8,7 @@ import pytest
 from fastunlearn.engine import ConfigError, UnlearnConfig
 from fastunlearn.engine.distributed import fill_hidden_size_keys, resolve_deepspeed_config
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "fastunlearn" / "configs"
 
 
 def test_yaml_then_overrides_with_types_converted(tmp_path):

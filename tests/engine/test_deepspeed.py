@@ -76,7 +76,9 @@ def deepspeed_runs(tmp_path_factory):
     plan = []
     for name, (objective, deepspeed_config) in RUNS.items():
         settings = overrides(model_dir, data, root / name, objective)
-        settings.append(f"train.deepspeed={ROOT / 'configs' / 'deepspeed' / deepspeed_config}")
+        settings.append(
+            f"train.deepspeed={ROOT / 'fastunlearn' / 'configs' / 'deepspeed' / deepspeed_config}"
+        )
         if name == RESUMED:
             settings += ["train.checkpoint_every=2", "train.keep_checkpoints=0"]
         plan.append({"overrides": settings})

@@ -1,7 +1,7 @@
 """The demo (``fastunlearn demo``): evaluate the default model on the held-out demo suite,
-unlearn with configs/demo.yaml, evaluate again and report before/after.
+unlearn with the bundled demo config, evaluate again and report before/after.
 
-    run_demo(UnlearnConfig.load("configs/demo.yaml"))  # -> the report's paths by name
+    run_demo(UnlearnConfig.load(DEMO_CONFIG))  # -> the report's paths by name
 
 Kept out of engine/ and eval/: it is the one place that joins the two (DESIGN.md §2).
 """
@@ -20,7 +20,7 @@ from fastunlearn.engine.metrics import METRICS_FILE
 from fastunlearn.engine.unlearner import load_configured_model
 from fastunlearn.eval import EvalSuite, build_judge, demo_suite, evaluate, write_report
 
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+DEMO_CONFIG = "fastunlearn:configs/demo.yaml"
 
 log = logging.getLogger("fastunlearn.demo")
 

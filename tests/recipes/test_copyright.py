@@ -4,7 +4,8 @@ and bad config."""
 import pytest
 import torch
 
-from fastunlearn.engine.copyright import CopyrightConfig, run_copyright
+from fastunlearn.recipes.copyright import run_copyright
+from fastunlearn.recipes.copyright_config import CopyrightConfig
 from tests.eval.conftest import tiny_causal_lm
 
 FORGET = [
