@@ -1,5 +1,5 @@
 // Helpers shared by the CPU kernels: fp32 loads/stores of every input dtype and a
-// vectorisable exp. All kernels accumulate in fp32 (DESIGN.md §3).
+// vectorisable exp. All kernels accumulate in fp32 (docs/ops.md).
 #pragma once
 
 #include <ATen/ATen.h>

@@ -1,5 +1,5 @@
 """Data: local files in the formats users have -> tokenized examples with span masks
-(DESIGN.md §2, §4).
+(docs/architecture.md, docs/objectives.md).
 
 readers      files -> records (HarmfulPrompt, PromptResponse, prompt / refusal lists, corpora)
 tokenization records -> TokenizedExample (input ids, prompt and response masks), text blocks

@@ -1,5 +1,5 @@
 """Negatives sampled from the model itself: its own harmful answers are what should go
-(DESIGN.md §4). Sampled once before training and kept in a JSONL file, one row per prompt
+(docs/objectives.md). Sampled once before training and kept in a JSONL file, one row per prompt
 {"prompt": str, "negatives": [str, ...]}, so that runs reuse them.
 """
 

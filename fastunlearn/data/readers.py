@@ -53,7 +53,7 @@ def read_pku_saferlhf(path: str | Path, *, split: str = "train") -> list[Harmful
     negatives, safe ones its positives. A row whose two responses are both safe adds
     positives only, so a prompt with no unsafe response in any row gets a record with
     empty `negatives`; it is kept because negatives can be sampled from the model itself
-    (DESIGN.md §4). Keep only those with dataset negatives with
+    (docs/objectives.md). Keep only those with dataset negatives with
     `[r for r in records if r.negatives]`. Likewise `positives` may be empty, to be
     filled from a refusal list.
     """

@@ -1,4 +1,4 @@
-"""[prompt ; response] pairs and text corpora -> token ids with span masks (DESIGN.md §4).
+"""[prompt ; response] pairs and text corpora -> token ids with span masks (docs/objectives.md).
 
 A pair is written with the tokenizer's chat template when it has one (user turn = prompt,
 assistant turn = response), else with the plain template

@@ -78,7 +78,7 @@ class ObjectiveModule(nn.Module):
     the module that owns it. The losses read output-head weights outside their modules
     (OPT's head is its input embedding), so those are registered as external parameters
     of this module: DeepSpeed then keeps them gathered through this whole forward and its
-    backward (DESIGN.md §5).
+    backward (docs/models.md).
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Evaluation (DESIGN.md §6): judges, harmless rate, over-refusal, perplexity, benchmarks,
+"""Evaluation (docs/evaluation.md): judges, harmless rate, over-refusal, perplexity, benchmarks,
 robustness and before/after reports.
 
 judges          Judge protocol; RuleJudge (four response classes, offline default), ClassifierJudge

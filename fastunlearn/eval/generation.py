@@ -1,4 +1,4 @@
-"""Greedy, batched generation of responses to prompts (DESIGN.md §6).
+"""Greedy, batched generation of responses to prompts (docs/evaluation.md).
 
 Prompts are written the way fastunlearn.data.tokenization writes them for training: the
 tokenizer's chat template with a generation prompt when it has one (its own special tokens,

@@ -1,5 +1,5 @@
 """A harm classifier the library trains itself, the judge of Gundavarapu et al. 2024
-(DESIGN.md §1, §6).
+(docs/evaluation.md).
 
 An encoder with a two-way head (0 = harmless, 1 = harmful) is fine-tuned on labelled
 (text, harmful) data. A stratified share of the data is held out, and the accuracy on it

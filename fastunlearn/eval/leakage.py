@@ -1,4 +1,4 @@
-"""Copyright leakage (DESIGN.md §6): how much of a forgotten text a model still reproduces.
+"""Copyright leakage (docs/evaluation.md): how much of a forgotten text a model still reproduces.
 
 The text is cut into windows of window_length tokens (as `fastunlearn.data.token_blocks`
 cuts a corpus: documents joined with EOS, no special tokens); the first prefix_length

@@ -1,4 +1,4 @@
-"""Metrics (DESIGN.md §6): harmless rate, over-refusal, response-class shares, perplexity,
+"""Metrics (docs/evaluation.md): harmless rate, over-refusal, response-class shares, perplexity,
 lm-evaluation-harness.
 
 The rates take responses already generated (`generation.generate_responses`), so one

@@ -1,4 +1,4 @@
-"""One evaluation of a model on a suite, and before/after reports (DESIGN.md §6).
+"""One evaluation of a model on a suite, and before/after reports (docs/evaluation.md).
 
 `evaluate` returns a JSON-ready dict; `write_report` puts two of them (before and after
 unlearning) side by side in report.json (for machines), report.md (a table with deltas)

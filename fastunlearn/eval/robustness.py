@@ -1,4 +1,4 @@
-"""Adversarial wrappers for harmful prompts (DESIGN.md §6: robustness).
+"""Adversarial wrappers for harmful prompts (docs/evaluation.md, Robustness).
 
 The same held-out harmful prompts are wrapped in jailbreak-style templates, written by us for
 fastunlearn, covering four common attack families. An unlearned model should still answer

@@ -1,4 +1,4 @@
-"""Loading models: any HF name or local path, and the offline default (DESIGN.md §7)."""
+"""Loading models: any HF name or local path, and the offline default (docs/models.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The model as it was before unlearning, for the KL and NPO terms (DESIGN.md §4).
+"""The model as it was before unlearning, for the KL and NPO terms (docs/objectives.md).
 
 With LoRA (a peft-wrapped model) the reference is the same model with its adapters
 disabled: no second copy in memory. Without, it is a frozen deep copy taken when the

@@ -1,4 +1,4 @@
-"""Unlearning objectives built from the fused ops and the model adapter (DESIGN.md §4).
+"""Unlearning objectives built from the fused ops and the model adapter (docs/objectives.md).
 
 Each objective is called as ``objective(model_adapter, batch)`` and returns an
 ObjectiveOutput(loss, stats). ``backend=`` is passed to the ops ("torch" forces the

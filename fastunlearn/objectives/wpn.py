@@ -1,4 +1,5 @@
-"""WPN: Weighted Positional N-pair learning (Chen et al. 2024, arXiv 2408.09459; DESIGN.md §4)."""
+"""WPN: Weighted Positional N-pair learning (Chen et al. 2024, arXiv 2408.09459;
+docs/objectives.md)."""
 
 from __future__ import annotations
 

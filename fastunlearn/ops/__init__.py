@@ -1,4 +1,4 @@
-"""The three fused ops: functional APIs over autograd Functions (DESIGN.md §3)."""
+"""The three fused ops: functional APIs over autograd Functions (docs/ops.md)."""
 
 from fastunlearn.ops.backend import BACKENDS, select_backend
 from fastunlearn.ops.linear_nll import linear_nll, reference_linear_nll

@@ -1,4 +1,4 @@
-"""Linear + negative log-likelihood without the full logits (DESIGN.md §3).
+"""Linear + negative log-likelihood without the full logits (docs/ops.md).
 
 loss = scale * sum_t w_t * (logsumexp(W x_t + b) - (W x_t + b)[y_t]), divided by the sum of
 w over counted tokens for reduction="mean". For "mean"/"sum" the gradient is computed during

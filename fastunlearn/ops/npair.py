@@ -1,4 +1,4 @@
-"""N-pair similarity + softmax loss (DESIGN.md §3).
+"""N-pair similarity + softmax loss (docs/ops.md).
 
 cand[:, 0] is the positive, cand[:, 1:] the negatives; logit_k = sim(a, c_k) / tau and
 loss_b = logsumexp_k logit_k - logit_0 = log(1 + sum_{k>=1} exp(logit_k - logit_0)).

@@ -1,4 +1,4 @@
-"""Position-weighted mean pooling (DESIGN.md §3).
+"""Position-weighted mean pooling (docs/ops.md).
 
 w_t = mask_t * (number of masked-in tokens at positions <= t); e = sum_t w_t h_t / sum_t w_t.
 Later tokens of a causal model have seen more context, hence the larger weight.

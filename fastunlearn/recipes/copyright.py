@@ -1,4 +1,5 @@
-"""Copyright unlearning (DESIGN.md §1, the second paper): implant a text, unlearn it, measure leakage.
+"""Copyright unlearning, as in Gundavarapu et al. 2024 (docs/evaluation.md): implant a text,
+unlearn it, measure leakage.
 
     result = run_copyright(model, tokenizer, read_corpus("story.txt"),
                            read_corpus("normal_train.jsonl"),

@@ -3,7 +3,7 @@ unlearn with the bundled demo config, evaluate again and report before/after.
 
     run_demo(UnlearnConfig.load(DEMO_CONFIG))  # -> the report's paths by name
 
-Kept out of engine/ and eval/: it is the one place that joins the two (DESIGN.md §2).
+Kept out of engine/ and eval/: it is the one place that joins the two (docs/architecture.md).
 """
 
 from __future__ import annotations
