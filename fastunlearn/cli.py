@@ -27,6 +27,14 @@ from fastunlearn.resources import bundled_configs, resolve_path
 # happen inside the commands, so that --help answers at once.
 USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError)
 
+# The optional dependencies a command may miss, by the extra that installs them.
+EXTRAS = {
+    "train": ("transformers", "peft", "datasets", "omegaconf", "safetensors", "numpy", "tqdm"),
+    "eval": ("matplotlib", "rouge_score"),
+    "demo": ("gguf",),
+    "deepspeed": ("deepspeed", "accelerate"),
+}
+
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -342,4 +350,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except USER_ERRORS as error:
         print(f"fastunlearn {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as error:
+        extra = next((name for name, modules in EXTRAS.items() if error.name in modules), None)
+        if extra is None:
+            raise
+        print(
+            f"fastunlearn {args.command}: error: needs {error.name}, which the {extra!r} extra "
+            f"installs: pip install 'fastunlearn[{extra}]'",
+            file=sys.stderr,
+        )
         return 1

@@ -9,7 +9,10 @@ REPO=$PWD
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 # --no-isolation: the wheel carries the C++ kernels built against the installed torch.
-python -m build -q --no-isolation --sdist --wheel --outdir "$WORK/dist" . >/dev/null
+if ! python -m build --no-isolation --sdist --wheel --outdir "$WORK/dist" . >"$WORK/build.log" 2>&1; then
+    cat "$WORK/build.log"
+    exit 1
+fi
 ls "$WORK/dist"
 python3 -m venv "$WORK/env"
 "$WORK/env/bin/python" -m pip install -q torch==2.13.0
@@ -24,6 +27,7 @@ from fastunlearn.resources import bundled_configs, resolve_path
 assert "site-packages" in fastunlearn.__file__, fastunlearn.__file__
 assert resolve_path("fastunlearn:configs/demo.yaml").is_file()
 assert resolve_path("fastunlearn:demo_data/harmful_eval.jsonl").is_file()
+import torch  # noqa: F401 - loads the libraries the C++ extension links to
 import fastunlearn._C  # the C++ kernels are in the wheel
 print(f"fastunlearn {fastunlearn.__version__} from the wheel; configs: {bundled_configs()}")
 PY

@@ -1,6 +1,8 @@
 """The command line: unlearn and generate from a config file, and its error messages."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -204,3 +206,18 @@ def test_eval_refuses_bad_judges_and_outputs_before_any_work(
     assert main(["eval", *eval_files, *arguments]) == 1
     error = capsys.readouterr().err.splitlines()[-1]
     assert error.startswith("fastunlearn eval: error: ") and message in error
+
+
+def test_a_missing_optional_dependency_names_its_extra():
+    # As in a core install (torch only): the command says which extra to install.
+    code = (
+        "import sys; sys.modules['omegaconf'] = None\n"
+        "from fastunlearn.cli import main\n"
+        "raise SystemExit(main(['unlearn', '--config', 'fastunlearn:configs/demo.yaml']))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == (
+        "fastunlearn unlearn: error: needs omegaconf, which the 'train' extra installs: "
+        "pip install 'fastunlearn[train]'"
+    )

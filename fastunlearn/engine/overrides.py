@@ -10,9 +10,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
 from fastunlearn.resources import resolve_path
 
 ConfigT = TypeVar("ConfigT")
@@ -31,6 +28,9 @@ def load_config(
     ConfigError names the source (file or --set) and, for an unknown key, the nearest one;
     FileNotFoundError for a missing file.
     """
+    # Imported here: the config classes (and the command line's --help) need no omegaconf.
+    from omegaconf import OmegaConf
+
     layers = [OmegaConf.structured(cls)]
     sources = []
     if path is not None:
@@ -55,6 +55,8 @@ def load_config(
 
 
 def _checked(build: Callable[[], ResultT], source: str) -> ResultT:
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
         return build()
     except OmegaConfBaseException as error:

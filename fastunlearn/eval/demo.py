@@ -7,8 +7,9 @@ from pathlib import Path
 
 from fastunlearn.data import read_corpus, read_prompts
 from fastunlearn.eval.report import EvalSuite
+from fastunlearn.resources import PACKAGE_DIR
 
-DEMO_DATA_DIR = Path(__file__).resolve().parent.parent / "demo_data"
+DEMO_DATA_DIR = PACKAGE_DIR / "demo_data"
 
 
 def demo_data_path(name: str) -> Path:
