@@ -13,7 +13,13 @@ import torch
 import torch.nn.functional as F
 
 from fastunlearn.ops.backend import kernels, select_backend
-from fastunlearn.ops.validation import check_same_device, check_shape, check_tensor
+from fastunlearn.ops.validation import (
+    check_integer,
+    check_number,
+    check_same_device,
+    check_shape,
+    check_tensor,
+)
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -52,30 +58,37 @@ class LinearNLLFunction(torch.autograd.Function):
         per_token = coef * nll
         ctx.impl, ctx.reduction, ctx.chunk_size = impl, reduction, chunk_size
         if reduction == "none":
-            ctx.save_for_backward(x, weight, bias, labels, coef)
+            ctx.save_for_backward(x, weight, bias, labels, coef, nll)
             loss = per_token
         else:
             # Kept on ctx rather than saved: backward scales them in place, so the [V, H] weight
             # gradient never exists twice (save_for_backward would forbid the in-place scale).
             ctx.grads = (grad_x, grad_w, grad_b)
+            ctx.save_for_backward(nll)
             loss = per_token.sum()
         ctx.mark_non_differentiable(nll)
         return loss, nll
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_nll):
+        nll = ctx.saved_tensors[-1]
+        # loss = sum_t coef_t * nll_t (per token for "none"); autograd carries d/dcoef on to
+        # token_weight, through the "mean" normaliser too.
+        grad_coef = nll * grad_loss.float() if ctx.needs_input_grad[4] else None
         if ctx.reduction == "none":
-            x, weight, bias, labels, coef = ctx.saved_tensors
-            recompute_coef = (coef * grad_loss.float()).contiguous()
-            _, grad_x, grad_w, grad_b = ctx.impl.linear_nll_fused(
-                x,
-                weight,
-                bias,
-                labels,
-                recompute_coef,
-                ctx.chunk_size,
-                tuple(ctx.needs_input_grad[:3]),
-            )
+            x, weight, bias, labels, coef, _ = ctx.saved_tensors
+            grad_x = grad_w = grad_b = None
+            if any(ctx.needs_input_grad[:3]):
+                recompute_coef = (coef * grad_loss.float()).contiguous()
+                _, grad_x, grad_w, grad_b = ctx.impl.linear_nll_fused(
+                    x,
+                    weight,
+                    bias,
+                    labels,
+                    recompute_coef,
+                    ctx.chunk_size,
+                    tuple(ctx.needs_input_grad[:3]),
+                )
         else:
             if ctx.grads is None:
                 raise RuntimeError(
@@ -88,7 +101,7 @@ class LinearNLLFunction(torch.autograd.Function):
             for grad in (grad_x, grad_w, grad_b):
                 if grad is not None:
                     grad.mul_(grad_loss.to(grad.dtype))
-        return grad_x, grad_w, grad_b, None, None, None, None, None
+        return grad_x, grad_w, grad_b, None, grad_coef, None, None, None
 
 
 def _check_inputs(x, weight, labels, bias, token_weight, reduction):
@@ -147,11 +160,19 @@ def linear_nll(
 
     x[..., H], labels[...] (ignore_index where not counted), weight[V, H] (may be tied to an
     embedding). "mean" divides by the sum of token weights over counted tokens (0, with zero
-    gradients, when nothing is counted); "none" returns ``scale * w_t * nll_t`` shaped like
-    labels. The loss is fp32 whatever the input dtype. With ``return_token_logprobs`` also
-    returns the detached fp32 log p(y_t) (0 where ignored), shaped like labels. Under
-    autocast, x, weight and bias are cast to the autocast dtype first, as F.linear's are.
+    gradients, when nothing is counted, no token at all included); "none" returns
+    ``scale * w_t * nll_t`` shaped like labels. The loss is fp32 whatever the input dtype.
+    A ``token_weight`` that requires grad gets its gradient (the reference's: for "mean" that
+    is ``(scale * nll_t - loss) / sum_s w_s`` on counted tokens, 0 elsewhere). ``scale`` is a
+    finite Python number (not a bool or tensor). With ``return_token_logprobs`` also returns
+    the detached fp32 log p(y_t) (0 where ignored), shaped like labels. Under autocast, x,
+    weight and bias are cast to the autocast dtype first, as F.linear's are.
     """
+    # Scalars first, before any work: a NaN, inf or bool scale would train silently wrong.
+    scale = check_number("scale", scale)
+    ignore_index = check_integer("ignore_index", ignore_index)
+    if chunk_size is not None:
+        chunk_size = check_integer("chunk_size", chunk_size, positive=True)
     if torch.is_autocast_enabled(x.device.type):
         dtype = torch.get_autocast_dtype(x.device.type)
         x, weight = x.to(dtype), weight.to(dtype)
@@ -159,15 +180,13 @@ def linear_nll(
     _check_inputs(x, weight, labels, bias, token_weight, reduction)
     vocab, hidden = weight.shape
     _check_label_range(labels, vocab, ignore_index)
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
     out_shape = labels.shape
     x2 = x.reshape(-1, hidden).contiguous()
     flat_labels = labels.reshape(-1).long()
     counted = (flat_labels != ignore_index) & (flat_labels >= 0) & (flat_labels < vocab)
     kernel_labels = torch.where(counted, flat_labels, torch.full_like(flat_labels, -1))
     w = counted.float() if token_weight is None else token_weight.reshape(-1).float() * counted
-    coef = w * float(scale)
+    coef = w * scale
     if reduction == "mean":
         denominator = w.sum()
         coef = coef / torch.where(denominator != 0, denominator, torch.ones_like(denominator))

@@ -10,7 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from fastunlearn.ops.backend import kernels, select_backend
-from fastunlearn.ops.validation import check_same_device, check_shape, check_tensor
+from fastunlearn.ops.validation import (
+    FP32_MAX,
+    check_number,
+    check_same_device,
+    check_shape,
+    check_tensor,
+)
 
 SIMILARITIES = ("cosine", "dot")
 REDUCTIONS = ("mean", "sum", "none")
@@ -34,7 +40,9 @@ def reference_npair_loss(
 
 def _reduce(per_row: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == "mean":
-        return per_row.mean()
+        # The mean over no rows is 0 (as linear_nll with no counted token), not NaN. The row
+        # count is a shape: no host read.
+        return per_row.mean() if per_row.numel() else per_row.sum()
     if reduction == "sum":
         return per_row.sum()
     return per_row
@@ -93,8 +101,17 @@ def npair_loss(
 
     ``cand_mask[B,K]`` (bool) leaves out candidates so rows may have different numbers of
     negatives; column 0 must stay in. With ``return_logits`` also returns the detached fp32
-    logits [B,K] (-inf where masked), e.g. for accuracy logging. The loss is fp32.
+    logits [B,K] (-inf where masked), e.g. for accuracy logging. The loss is fp32. An empty
+    batch (B = 0) gives a loss of 0 ("none": an empty [0]) and empty gradients.
+    ``temperature`` is a positive finite Python number (not a bool or tensor).
     """
+    # Scalars first, before any work: a NaN, inf or bool temperature would train silently wrong.
+    temperature = check_number("temperature", temperature, positive=True)
+    if 1.0 / temperature > FP32_MAX:  # the kernels take 1/temperature in fp32
+        raise ValueError(
+            f"1/temperature must fit in fp32 (temperature >= {1 / FP32_MAX:.4g}), "
+            f"got {temperature!r}"
+        )
     check_tensor("anchor", anchor, ndim=2, floating=True)
     check_tensor("cand", cand, ndim=3, floating=True)
     rows, dim = anchor.shape
@@ -110,8 +127,6 @@ def npair_loss(
             "cand needs K >= 2 candidates (one positive, at least one negative), "
             f"got K={cand.shape[1]}"
         )
-    if not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
     if similarity not in SIMILARITIES:
         raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
     if reduction not in REDUCTIONS:
@@ -130,7 +145,7 @@ def npair_loss(
         anchor,
         cand,
         cand_mask,
-        float(temperature),
+        temperature,
         similarity == "cosine",
         reduction,
         select_backend(anchor.device, backend),

@@ -66,13 +66,13 @@ def test_reference_gradcheck():
     weight = torch.randn(9, 4, dtype=torch.float64, generator=generator, requires_grad=True)
     bias = torch.randn(9, dtype=torch.float64, generator=generator, requires_grad=True)
     labels = torch.tensor([1, -100, 8, 0, 3])
-    token_weight = torch.rand(5, dtype=torch.float64, generator=generator)
+    token_weight = torch.rand(5, dtype=torch.float64, generator=generator, requires_grad=True)
     for reduction in ("mean", "sum", "none"):
         assert torch.autograd.gradcheck(
-            lambda a, w, b, reduction=reduction: reference_linear_nll(
-                a, w, labels, b, token_weight, -0.5, reduction=reduction
+            lambda a, w, b, tw, reduction=reduction: reference_linear_nll(
+                a, w, labels, b, tw, -0.5, reduction=reduction
             ),
-            (x, weight, bias),
+            (x, weight, bias, token_weight),
         )
 
 
@@ -121,16 +121,121 @@ def test_matches_reference(device_backend, dtype, generator, case, reduction, sc
         assert_close(grad, expected_grad, dtype)
 
 
+@pytest.fixture
+def poisoned_empty(monkeypatch):
+    """torch.empty / torch.empty_like fill floating tensors with NaN, so a result that is never
+    written shows up as NaN instead of whatever the allocator happened to hand back."""
+    empty, empty_like = torch.empty, torch.empty_like
+
+    def poison(tensor):
+        return tensor.fill_(float("nan")) if tensor.is_floating_point() else tensor
+
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: poison(empty(*a, **k)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: poison(empty_like(*a, **k)))
+
+
+# labels shapes where no token is counted: no token at all ([0] and [2, 0]), all ignored.
+NOTHING_COUNTED = {"no-token": (0,), "no-token-batched": (2, 0), "all-ignored": (2, 5)}
+
+
+@pytest.mark.parametrize("shape", NOTHING_COUNTED.values(), ids=NOTHING_COUNTED.keys())
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_every_token_ignored_gives_zero_loss_and_gradients(device_backend, reduction):
+@pytest.mark.parametrize("with_bias", [False, True], ids=["no-bias", "bias"])
+@pytest.mark.parametrize("with_weights", [False, True], ids=["unweighted", "weighted"])
+def test_nothing_counted_gives_zero_loss_and_gradients(
+    device_backend, dtype, generator, poisoned_empty, shape, reduction, with_bias, with_weights
+):
     device, backend = device_backend
-    x = torch.randn(6, 8, device=device, requires_grad=True)
-    weight = torch.randn(11, 8, device=device, requires_grad=True)
-    labels = torch.full((6,), -100, device=device)
-    loss = linear_nll(x, weight, labels, reduction=reduction, chunk_size=4, backend=backend)
-    loss.sum().backward()
-    assert torch.all(loss == 0)
-    assert torch.all(x.grad == 0) and torch.all(weight.grad == 0)
+    hidden, vocab = 8, 11
+    leaves = [
+        torch.randn(*shape, hidden, generator=generator),
+        torch.randn(vocab, hidden, generator=generator),
+    ] + ([torch.randn(vocab, generator=generator)] if with_bias else [])
+    leaves = [t.to(device, dtype).requires_grad_() for t in leaves]
+    token_weight = (
+        torch.rand(shape, generator=generator).to(device, dtype) if with_weights else None
+    )
+    loss, logprobs = linear_nll(
+        leaves[0],
+        leaves[1],
+        torch.full(shape, -100, device=device),
+        leaves[2] if with_bias else None,
+        token_weight,
+        scale=-0.7,
+        reduction=reduction,
+        chunk_size=4 if len(shape) > 1 else None,
+        return_token_logprobs=True,
+        backend=backend,
+    )
+    assert loss.dtype == torch.float32 and loss.shape == (shape if reduction == "none" else ())
+    assert torch.all(loss == 0)  # == 0 is False for NaN
+    assert logprobs.shape == shape and torch.all(logprobs == 0)
+    loss.backward(torch.randn(loss.shape, generator=generator).to(device))
+    for leaf in leaves:
+        assert leaf.grad.shape == leaf.shape and leaf.grad.dtype == dtype
+        assert torch.all(leaf.grad == 0)
+
+
+# (N, H, V, chunk_size, ignored): mixed, every token ignored, no token at all
+TOKEN_WEIGHT_CASES = [
+    (19, 12, 29, 5, "mixed"),
+    (6, 8, 11, 4, "all-ignored"),
+    (0, 8, 11, None, "none"),
+]
+
+
+@pytest.mark.parametrize("case", TOKEN_WEIGHT_CASES, ids=lambda c: f"N{c[0]}-{c[4]}")
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("only_token_weight", [False, True], ids=["all-leaves", "only-weights"])
+def test_token_weight_gradient_matches_reference(
+    device_backend, dtype, generator, case, reduction, only_token_weight
+):
+    device, backend = device_backend
+    n, hidden, vocab, chunk_size, ignored = case
+    x, weight, bias, labels, token_weight = make_inputs(n, hidden, vocab, dtype, generator)
+    if ignored == "all-ignored":
+        labels[:] = -100
+    scale = -0.6
+    leaves = [t.to(device).requires_grad_(not only_token_weight) for t in (x, weight, bias)]
+    tw = token_weight.to(device).requires_grad_()
+    loss = linear_nll(
+        *leaves[:2],
+        labels.to(device),
+        leaves[2],
+        tw,
+        scale,
+        reduction=reduction,
+        chunk_size=chunk_size,
+        backend=backend,
+    )
+    grad_out = torch.randn(loss.shape, generator=generator)
+    loss.backward(grad_out.to(device))
+
+    ref_tw = token_weight.detach().float().requires_grad_()
+    x, weight, bias = (t.detach().float() for t in (x, weight, bias))
+    expected = reference_linear_nll(x, weight, labels, bias, ref_tw, scale, reduction=reduction)
+    expected.backward(grad_out)
+    assert tw.grad is not None and tw.grad.dtype == dtype and tw.grad.shape == tw.shape
+    assert_close(tw.grad, ref_tw.grad, dtype)
+    if ignored != "mixed":
+        assert torch.all(tw.grad == 0)
+    if not only_token_weight:  # the other gradients are unaffected
+        for leaf in leaves:
+            assert leaf.grad is not None and torch.isfinite(leaf.grad).all()
+
+
+def test_token_weight_gradient_is_the_derived_formula():
+    """d mean / d w_s = counted_s * (scale * nll_s - loss) / sum_t counted_t * w_t."""
+    generator = torch.Generator().manual_seed(5)
+    x, weight, bias, labels, token_weight = make_inputs(9, 6, 13, torch.float32, generator)
+    token_weight.requires_grad_()
+    loss, logprobs = linear_nll(
+        x, weight, labels, bias, token_weight, 0.8, return_token_logprobs=True, backend="torch"
+    )
+    loss.backward()
+    counted = (labels != -100).float()
+    expected = counted * (0.8 * -logprobs - loss.detach()) / (counted * token_weight).sum()
+    torch.testing.assert_close(token_weight.grad, expected.detach())
 
 
 def test_ascent_gradients_are_exactly_negated(device_backend, dtype, generator):
@@ -238,6 +343,19 @@ def test_mean_weights_normalise_over_counted_tokens(device_backend):
         (dict(reduction="avg"), "reduction must be one of"),
         (dict(chunk_size=0), "chunk_size must be a positive integer"),
         (dict(weight=torch.randn(7, 6, device="meta")), "must share one device"),
+        (dict(scale=float("nan")), "scale must be a finite number.*, got nan"),
+        (dict(scale=float("inf")), "scale must be a finite number.*, got inf"),
+        (dict(scale=-float("inf")), "scale must be a finite number.*, got -inf"),
+        (dict(scale=True), "scale must be a finite number.*, got True"),
+        (dict(scale=False), "scale must be a finite number.*, got False"),
+        (dict(scale=torch.tensor(0.5)), "scale must be a finite number.*, got a Tensor"),
+        (dict(scale="1.0"), "scale must be a finite number.*, got '1.0'"),
+        (dict(scale=1e39), "scale must fit in fp32.*, got 1e\\+39"),
+        (dict(ignore_index=True), "ignore_index must be an integer, got True"),
+        (dict(ignore_index=-100.0), "ignore_index must be an integer, got -100.0"),
+        (dict(ignore_index=torch.tensor(-100)), "ignore_index must be an integer, got a Tensor"),
+        (dict(chunk_size=True), "chunk_size must be a positive integer, got True"),
+        (dict(chunk_size=2.5), "chunk_size must be a positive integer, got 2.5"),
     ],
 )
 def test_bad_input_names_the_argument(kwargs, message):
@@ -245,8 +363,18 @@ def test_bad_input_names_the_argument(kwargs, message):
         x=torch.randn(4, 6), weight=torch.randn(7, 6), labels=torch.tensor([0, 1, 2, -100])
     )
     arguments.update(kwargs)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as error:
         linear_nll(**arguments)
+    assert "\n" not in str(error.value)
+
+
+def test_scale_accepts_ints_and_numpy_numbers(generator):
+    np = pytest.importorskip("numpy")
+    x, weight, bias, labels, _ = make_inputs(7, 6, 13, torch.float32, generator)
+    expected = linear_nll(x, weight, labels, bias, scale=2.0, chunk_size=3, backend="torch")
+    for scale in (2, np.float32(2.0), np.int64(2)):
+        loss = linear_nll(x, weight, labels, bias, scale=scale, chunk_size=3, backend="torch")
+        torch.testing.assert_close(loss, expected)
 
 
 @pytest.mark.cuda

@@ -83,6 +83,32 @@ def test_matches_reference(device_backend, dtype, generator, shape, similarity, 
         assert torch.all(c.grad.cpu()[~mask] == 0)
 
 
+@pytest.mark.parametrize("similarity", ["cosine", "dot"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("masked", [False, True], ids=["no-mask", "mask"])
+def test_empty_batch_gives_zero_loss_and_empty_gradients(
+    device_backend, dtype, similarity, reduction, masked
+):
+    """B = 0, like linear_nll with no counted token: the mean over no rows is 0, not NaN."""
+    device, backend = device_backend
+    anchor = torch.empty(0, 6, device=device, dtype=dtype, requires_grad=True)
+    cand = torch.empty(0, 3, 6, device=device, dtype=dtype, requires_grad=True)
+    mask = torch.ones(0, 3, dtype=torch.bool, device=device) if masked else None
+    loss, logits = npair_loss(
+        anchor, cand, 0.5, similarity, mask, reduction, return_logits=True, backend=backend
+    )
+    expected, _ = reference_npair_loss(
+        anchor.float(), cand.float(), 0.5, similarity, mask, reduction
+    )
+    assert loss.dtype == torch.float32 and loss.shape == expected.shape
+    assert loss.shape == ((0,) if reduction == "none" else ())
+    assert torch.all(loss == 0) and torch.all(expected == 0)  # == 0 is False for NaN
+    assert logits.shape == (0, 3) and logits.dtype == torch.float32
+    loss.backward(torch.ones(loss.shape, device=device))
+    assert anchor.grad.shape == anchor.shape and anchor.grad.dtype == dtype
+    assert cand.grad.shape == cand.shape and cand.grad.dtype == dtype
+
+
 def test_zero_vector_under_cosine_has_finite_gradient(device_backend):
     device, backend = device_backend
     anchor = torch.zeros(2, 8, device=device)
@@ -108,8 +134,15 @@ def test_return_logits_supports_accuracy(device_backend):
         (dict(cand=torch.randn(2, 1, 4)), "K >= 2"),
         (dict(cand=torch.randn(3, 3, 4)), "cand must have shape"),
         (dict(cand=torch.randn(2, 3, 5)), "cand must have shape"),
-        (dict(temperature=0.0), "temperature must be a positive number"),
-        (dict(temperature=-1.0), "temperature must be a positive number"),
+        (dict(temperature=0.0), "temperature must be a positive finite number, got 0.0"),
+        (dict(temperature=-1.0), "temperature must be a positive finite number, got -1.0"),
+        (dict(temperature=float("nan")), "temperature must be a positive finite .*, got nan"),
+        (dict(temperature=float("inf")), "temperature must be a positive finite .*, got inf"),
+        (dict(temperature=True), "temperature must be a positive finite .*, got True"),
+        (dict(temperature=False), "temperature must be a positive finite .*, got False"),
+        (dict(temperature=torch.tensor(0.5)), "temperature must be a positive .*, got a Tensor"),
+        (dict(temperature="0.5"), "temperature must be a positive finite .*, got '0.5'"),
+        (dict(temperature=1e-39), "1/temperature must fit in fp32.*, got 1e-39"),
         (dict(similarity="euclid"), "similarity must be one of"),
         (dict(reduction="max"), "reduction must be one of"),
         (dict(cand_mask=torch.ones(2, 2, dtype=torch.bool)), "cand_mask must have shape"),
@@ -125,5 +158,15 @@ def test_return_logits_supports_accuracy(device_backend):
 def test_bad_input_names_the_argument(kwargs, message):
     arguments = dict(anchor=torch.randn(2, 4), cand=torch.randn(2, 3, 4), temperature=0.5)
     arguments.update(kwargs)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as error:
         npair_loss(**arguments)
+    assert "\n" not in str(error.value)
+
+
+def test_temperature_accepts_ints_and_numpy_numbers(generator):
+    np = pytest.importorskip("numpy")
+    anchor = torch.randn(3, 5, generator=generator)
+    cand = torch.randn(3, 4, 5, generator=generator)
+    expected = npair_loss(anchor, cand, 2.0, backend="torch")
+    for temperature in (2, np.float32(2.0), np.int64(2)):
+        torch.testing.assert_close(npair_loss(anchor, cand, temperature, backend="torch"), expected)

@@ -68,6 +68,24 @@ def test_empty_row_gives_zero_vector_and_gradient(device_backend):
     assert torch.all(hidden.grad[0, 3:] == 0)
 
 
+@pytest.mark.parametrize(
+    "shape", [(0, 5, 7), (3, 0, 7), (0, 0, 7), (3, 5, 0)], ids=["B0", "T0", "B0-T0", "D0"]
+)
+def test_empty_batch_sequence_or_hidden(device_backend, dtype, generator, shape):
+    """B = 0 gives an empty [0, D] result; T = 0 pools nothing, so zeros."""
+    device, backend = device_backend
+    batch, length, dim = shape
+    hidden = torch.randn(shape, generator=generator).to(device, dtype).requires_grad_()
+    mask = torch.ones(batch, length, dtype=torch.long, device=device)
+    pooled = position_weighted_mean_pool(hidden, mask, backend=backend)
+    assert pooled.shape == (batch, dim) and pooled.dtype == dtype
+    expected = reference_position_weighted_mean_pool(hidden.detach().cpu().float(), mask.cpu())
+    assert torch.equal(pooled.float().cpu(), expected)
+    pooled.backward(torch.randn(batch, dim, generator=generator).to(device, dtype))
+    assert hidden.grad.shape == shape and hidden.grad.dtype == dtype
+    assert torch.all(hidden.grad == 0)  # every weight is 0 or there is nothing to weight
+
+
 def test_bool_and_float_masks_agree(device_backend):
     device, backend = device_backend
     hidden = torch.randn(3, 8, 5, device=device)

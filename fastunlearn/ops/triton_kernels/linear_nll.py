@@ -121,7 +121,10 @@ def linear_nll_fused(x, weight, bias, labels, coef, chunk_size, needs_grad):
     buffer = torch.empty(min(chunk_size, n_tokens) * block_v, dtype=x.dtype, device=x.device)
     nll = torch.empty(n_tokens, dtype=torch.float32, device=x.device)
     grad_x = torch.empty_like(x) if need_x else None
-    grad_w = torch.empty_like(weight) if need_w else None
+    grad_w = None
+    if need_w:
+        # The first chunk's matmul overwrites grad_w; with no token there is no first chunk.
+        grad_w = torch.empty_like(weight) if n_tokens > 0 else torch.zeros_like(weight)
     grad_b32 = torch.zeros(vocab, dtype=torch.float32, device=x.device) if need_b else None
     # fp32 grad_x accumulates in place; other dtypes through one fp32 chunk buffer.
     grad_x32 = None
