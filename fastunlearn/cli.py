@@ -19,13 +19,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fastunlearn.engine.config import JUDGES, UnlearnConfig
+from fastunlearn.engine.safety import StorageFullError, TrainingDivergedError
 from fastunlearn.recipes.copyright_config import RETAIN_TERMS, UNLEARN_OBJECTIVES, CopyrightConfig
 from fastunlearn.resources import bundled_configs, resolve_path
 
 # Bad input the user can fix (ConfigError and CheckpointMismatchError are ValueErrors):
 # reported in one line, without a traceback. The heavy imports (torch, transformers, ...)
 # happen inside the commands, so that --help answers at once.
-USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError)
+USER_ERRORS = (
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+    NotADirectoryError,
+    ValueError,
+    TrainingDivergedError,
+    StorageFullError,
+)
 
 # The optional dependencies a command may miss, by the extra that installs them.
 EXTRAS = {

@@ -11,7 +11,7 @@ if ! python -c "import torch" 2>/dev/null; then
     # torch first, pinned: the CPU wheel (an unpinned torch pulls several GB of CUDA).
     python -m pip install -q torch==2.13.0
 fi
-if ! python -c "import fastunlearn._C, gguf, matplotlib" 2>/dev/null; then
+if ! python -c "import torch, fastunlearn._C, gguf, matplotlib" 2>/dev/null; then
     # The demo extra (gguf, matplotlib for the plots) and the C++ kernels, built against that torch.
     python -m pip install -q --no-build-isolation -e ".[demo]"
 fi

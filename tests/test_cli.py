@@ -221,3 +221,17 @@ def test_a_missing_optional_dependency_names_its_extra():
         "fastunlearn unlearn: error: needs omegaconf, which the 'train' extra installs: "
         "pip install 'fastunlearn[train]'"
     )
+
+
+def test_generate_checks_its_destination_before_sampling(run_files, capsys):
+    config, tmp_path = run_files
+    (tmp_path / "a_file").write_text("")
+    destination = tmp_path / "a_file" / "negatives.jsonl"
+    assert (
+        main(["generate", "--config", str(config), "--set", f"data.negatives={destination}"]) == 1
+    )
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == (
+        f"fastunlearn generate: error: data.negatives={destination} cannot be written: "
+        f"{tmp_path / 'a_file'} is a file, not a folder"
+    )

@@ -38,12 +38,91 @@ class CheckpointMismatchError(ValueError):
 
 @dataclass
 class TrainerState:
-    """What a checkpoint records besides tensors; ``config`` is for people reading it."""
+    """What a checkpoint records besides tensors: ``config`` (the run's, as a dict) and
+    ``inputs`` (a digest of each data file) are what a resumed run must match."""
 
     step: int
     sampler: dict
     fingerprint: str
     config: dict = field(default_factory=dict)
+    inputs: dict = field(default_factory=dict)
+
+
+# Settings a resumed run may change: how long it runs (not below the checkpoint's step), how it
+# reports and keeps checkpoints, and the sections training never reads.
+MAY_CHANGE_ON_RESUME = (
+    "train.max_steps",
+    "train.log_every",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.progress_bar",
+    "train.output_dir",
+    "generation.",
+    "evaluation.",
+)
+
+
+def check_resumable(state: TrainerState, config: dict, inputs: dict, folder: Path) -> None:
+    """CheckpointMismatchError naming every setting or data file that differs from the run
+    that wrote ``folder``, except the ones that may change."""
+    saved, current = _flatten(state.config), _flatten(config)
+    changed = [
+        f"{key} ({saved.get(key)!r} there, {current.get(key)!r} now)"
+        for key in sorted(saved.keys() | current.keys())
+        if saved.get(key) != current.get(key) and not key.startswith(MAY_CHANGE_ON_RESUME)
+    ]
+    changed += [
+        f"the contents of {key} ({current.get(key)})"
+        for key in sorted(state.inputs)
+        if inputs.get(key) != state.inputs[key]
+    ]
+    if changed:
+        raise CheckpointMismatchError(
+            f"cannot resume from {folder}: changed since it was written: {'; '.join(changed)}. "
+            "Only the number of steps, logging, evaluation and checkpointing settings may "
+            "change; start a new run in another train.output_dir instead"
+        )
+    max_steps = config.get("train", {}).get("max_steps")
+    if max_steps is not None and max_steps < state.step:
+        raise CheckpointMismatchError(
+            f"train.max_steps={max_steps} is below the step of {folder} ({state.step}); "
+            "resuming cannot go back"
+        )
+
+
+DATA_FILES = (
+    "data.forget.path",
+    "data.positives.path",
+    "data.negatives",
+    "data.retain.path",
+    "data.normal.path",
+)
+
+
+def input_digests(config: dict) -> dict[str, str]:
+    """SHA-256 of each data file the config names: a file replaced under the same name
+    (or the same modification time) is still a different run."""
+    flat, digests = _flatten(config), {}
+    for key in DATA_FILES:
+        path = flat.get(key)
+        if path and Path(path).is_file():
+            digest = hashlib.sha256()
+            with open(path, "rb") as file:
+                for block in iter(lambda: file.read(1 << 20), b""):
+                    digest.update(block)
+            digests[key] = digest.hexdigest()
+    return digests
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:

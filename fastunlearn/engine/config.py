@@ -8,7 +8,8 @@ before any model is loaded.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from fastunlearn.engine.overrides import load_config
@@ -151,6 +152,8 @@ class ObjectiveConfig:
 
     def __post_init__(self):
         _require_choice("objective", "name", self.name, OBJECTIVES)
+        for name in ("temperature", "beta"):
+            _require_positive("objective", name, getattr(self, name))
         if self.retain is not None:
             _require_choice("objective", "retain", self.retain, RETAIN_TERMS)
 
@@ -256,6 +259,13 @@ class UnlearnConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def __post_init__(self):
+        # inf or nan anywhere (a learning rate, a weight, a bound) can only end in a diverged run.
+        for section in fields(self):
+            values = getattr(self, section.name)
+            for item in fields(values):
+                value = getattr(values, item.name)
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ValueError(f"{section.name}.{item.name} must be finite, got {value}")
         if self.train.stop_forget_nll_above is not None and self.objective.name not in (
             "ga",
             "ga_mismatch_kl",

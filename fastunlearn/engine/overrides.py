@@ -55,10 +55,16 @@ def load_config(
 
 
 def _checked(build: Callable[[], ResultT], source: str) -> ResultT:
+    import yaml
     from omegaconf.errors import OmegaConfBaseException
 
     try:
         return build()
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{source}{where}: not valid YAML ({problem})") from None
     except OmegaConfBaseException as error:
         # OmegaConf's first line names the key and, for a typo, suggests the nearest one.
         first_line = str(error).splitlines()[0]

@@ -30,7 +30,7 @@ from transformers import (
     set_seed,
 )
 
-from fastunlearn.engine import checkpoint, distributed
+from fastunlearn.engine import checkpoint, distributed, safety
 from fastunlearn.engine.backends import DeepSpeedBackend, PlainBackend
 from fastunlearn.engine.config import UnlearnConfig
 from fastunlearn.engine.data import build_sampler
@@ -50,6 +50,7 @@ from fastunlearn.models import (
     evaluation_mode,
     load_default_model,
     load_model,
+    local_model_source,
     lora_config,
 )
 
@@ -60,6 +61,11 @@ MODEL_DTYPES = {
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
 }
+
+FP16_WEIGHTS = (
+    "model.dtype=float16 would train fp16 weights, whose AdamW updates underflow (its epsilon "
+    "1e-8 is 0 in fp16) and turn to NaN; load float32 with train.precision=fp16, or bfloat16"
+)
 
 EvalHook = Callable[["Unlearner", int], Mapping[str, float] | None]
 
@@ -84,9 +90,10 @@ def _pretrained_source(config: UnlearnConfig) -> tuple[str, dict]:
     if config.model.name_or_path == "default":
         directory, gguf_file = default_model_location()
         return str(directory), {"gguf_file": gguf_file}
-    return config.model.name_or_path, {
+    return local_model_source(config.model.name_or_path), {
         "gguf_file": config.model.gguf_file,
         "trust_remote_code": config.model.trust_remote_code,
+        "local_files_only": True,
     }
 
 
@@ -101,6 +108,35 @@ def load_configured_model_config(config: UnlearnConfig) -> PretrainedConfig:
     """The HF config of config.model, without loading weights."""
     source, options = _pretrained_source(config)
     return AutoConfig.from_pretrained(source, **options)
+
+
+def check_fits_model(
+    config: UnlearnConfig, model_config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    """Settings the model cannot serve, refused before its weights load."""
+    text_config = model_config.get_text_config()
+    layers = getattr(text_config, "num_hidden_layers", None)
+    layer = config.objective.layer
+    # hidden_states holds the embedding output and one entry per layer: layers + 1 in all.
+    if layer is not None and layers is not None and not -(layers + 1) <= layer <= layers:
+        raise ConfigError(
+            f"objective.layer={layer} is beyond the model's {layers} layers "
+            f"(valid: 0..{layers}, or negative from the end)"
+        )
+    context = getattr(text_config, "max_position_embeddings", None)
+    if context is not None and config.data.max_length > context:
+        raise ConfigError(
+            f"data.max_length={config.data.max_length} is beyond the model's context of "
+            f"{context} tokens"
+        )
+    vocab = getattr(text_config, "vocab_size", None)
+    if vocab is not None and len(tokenizer) > vocab:
+        raise ConfigError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model's embedding only {vocab} "
+            "rows: token ids past it would index out of range; use the model's own tokenizer"
+        )
+    if config.model.dtype == "float16" and not config.lora.enabled:
+        raise ConfigError(FP16_WEIGHTS)
 
 
 class Unlearner:
@@ -141,22 +177,24 @@ class Unlearner:
                 train.deepspeed or "the default DeepSpeed config",
             )
             rank, world_size = distributed.init_process_group()
+        if rank == 0:  # before anything loads: a folder the run cannot use fails at once
+            safety.check_writable_dir(self.output_dir, f"train.output_dir={self.output_dir}")
+            safety.RunLock(self.output_dir).probe()
         zero3 = deepspeed_config is not None and distributed.zero_stage(deepspeed_config) == 3
         if zero3 and config.lora.enabled and config.lora.export == "merged":
             raise ConfigError(
                 "lora.export=merged is not available under ZeRO-3 (the base weights are sharded); "
                 "use lora.export=adapter and merge afterwards with peft's merge_and_unload"
             )
+        model_config = model.config if model is not None else load_configured_model_config(config)
         if deepspeed_config is not None:
             # Before loading: zero.Init shards the weights as they are created, by these sizes.
-            model_config = (
-                model.config if model is not None else load_configured_model_config(config)
-            )
             distributed.fill_hidden_size_keys(deepspeed_config, model_config.hidden_size)
         # Alive while this Unlearner is: transformers then loads models sharded (zero.Init).
         self._hf_deepspeed_config = self._zero3_loading(deepspeed_config) if zero3 else None
         loaded_here = model is None
         self.tokenizer = tokenizer if tokenizer is not None else load_configured_tokenizer(config)
+        check_fits_model(config, model_config, self.tokenizer)
         self.batches = build_sampler(config, self.tokenizer, rank, world_size)
         if model is None:
             model = load_configured_model(config)[0]
@@ -165,6 +203,8 @@ class Unlearner:
             model = add_lora(
                 model, lora_config(lora.rank, lora.alpha, lora.dropout, lora.target_modules)
             )
+        if any(p.dtype == torch.float16 for p in model.parameters() if p.requires_grad):
+            raise ConfigError(FP16_WEIGHTS)
         self.model = model
         if deepspeed_config is None:
             device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -244,9 +284,18 @@ class Unlearner:
         """Run to train.max_steps; returns the final model folder.
 
         ``resume``: True continues from the latest checkpoint in train.output_dir, a path
-        from that checkpoint. Without it, an output_dir that already holds checkpoints is
-        refused rather than mixed with a new run.
+        from that checkpoint. Without it, an output_dir that already holds checkpoints or a
+        final model is refused rather than mixed with a new run; so is one another live run
+        holds (a lock for the whole run).
         """
+        lock = safety.RunLock(self.output_dir).acquire() if self.is_main_process else None
+        try:
+            return self._train(resume)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _train(self, resume: bool | str | Path) -> Path:
         train = self.config.train
         resume_from = self._checkpoint_to_resume(resume)
         if resume_from is not None:
@@ -273,6 +322,13 @@ class Unlearner:
                 while self.step < train.max_steps:
                     stats = self._train_step()
                     self.step += 1
+                    # A loss scaler's overflow steps give an infinite norm and are skipped.
+                    checked = {
+                        name: value
+                        for name, value in stats.items()
+                        if not (name == "grad_norm" and train.precision == "fp16")
+                    }
+                    safety.check_finite_stats(self.step, checked, self._last_saved(saved_step))
                     progress.update(1)
                     progress.set_postfix(
                         {
@@ -308,6 +364,22 @@ class Unlearner:
             progress.close()
             if metrics:
                 metrics.close()
+
+    @staticmethod
+    def _last_saved(saved_step: int | None) -> str:
+        return "the start" if saved_step is None else f"the checkpoint of step {saved_step}"
+
+    def _check_finite_weights(self, what: str) -> None:
+        """Every rank checks its own (under ZeRO-3: its shard of the) trainable weights; all
+        agree before anything is written."""
+        local = safety.finite(
+            getattr(p, "ds_tensor", p).detach() for p in self.model.parameters() if p.requires_grad
+        )
+        if self.backend.average(local.reshape(1).to(self.backend.device)).item() < 1.0:
+            raise safety.TrainingDivergedError(
+                f"step {self.step}: the trained weights are not finite, so {what} was not "
+                "written: lower train.learning_rate or set train.max_grad_norm"
+            )
 
     def _train_step(self) -> dict[str, float]:
         """One optimizer step; the stats averaged over its micro-batches and all ranks."""
@@ -349,6 +421,11 @@ class Unlearner:
                     "resume=True (--resume) to continue that run, or choose another "
                     "train.output_dir"
                 )
+            if (self.output_dir / FINAL_MODEL_DIR).exists():
+                raise FileExistsError(
+                    f"{self.output_dir / FINAL_MODEL_DIR} holds the model of a finished run; "
+                    "choose another train.output_dir, or remove it to train again there"
+                )
             return None
         if resume is True:
             if existing is None:
@@ -358,6 +435,8 @@ class Unlearner:
 
     def _load_checkpoint(self, folder: Path) -> None:
         state = checkpoint.read_state(folder, self.model)
+        config = self.config.to_dict()
+        checkpoint.check_resumable(state, config, checkpoint.input_digests(config), folder)
         self.backend.load(folder)
         self.batches.load_state_dict(state.sampler)
         checkpoint.load_rng(folder, self.backend.rank)
@@ -368,23 +447,27 @@ class Unlearner:
         then rank 0 renames it into place once all have finished."""
         final = checkpoint.checkpoint_path(self.output_dir, self.step)
         staging = checkpoint.staging_path(final)
-        if self.is_main_process:
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-        self.backend.barrier()
-        self.backend.save(staging)
-        checkpoint.save_rng(staging, self.backend.rank)
-        if self.is_main_process:
-            state = checkpoint.TrainerState(
-                self.step,
-                self.batches.state_dict(),
-                checkpoint.model_fingerprint(self.model),
-                self.config.to_dict(),
-            )
-            checkpoint.write_state(staging, state)
-        self.backend.barrier()
-        if self.is_main_process:
-            checkpoint.publish(staging, final, self.config.train.keep_checkpoints)
+        self._check_finite_weights(final.name)
+        with safety.reporting_full_disk(final.name, staging):
+            if self.is_main_process:
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir(parents=True)
+            self.backend.barrier()
+            self.backend.save(staging)
+            checkpoint.save_rng(staging, self.backend.rank)
+            if self.is_main_process:
+                config = self.config.to_dict()
+                state = checkpoint.TrainerState(
+                    self.step,
+                    self.batches.state_dict(),
+                    checkpoint.model_fingerprint(self.model),
+                    config,
+                    checkpoint.input_digests(config),
+                )
+                checkpoint.write_state(staging, state)
+            self.backend.barrier()
+            if self.is_main_process:
+                checkpoint.publish(staging, final, self.config.train.keep_checkpoints)
         self.backend.barrier()
         return final
 
@@ -397,14 +480,16 @@ class Unlearner:
         Merging replaces ``self.model`` by the merged model."""
         final = self.output_dir / FINAL_MODEL_DIR
         staging = checkpoint.staging_path(final)
+        self._check_finite_weights(str(final))
         state_dict = self.backend.full_state_dict()
         if self.is_main_process:
-            shutil.rmtree(staging, ignore_errors=True)
-            model = self.model
-            if self.config.lora.enabled and self.config.lora.export == "merged":
-                model = self.model = self.model.merge_and_unload()
-            model.save_pretrained(staging, state_dict=state_dict)
-            self.tokenizer.save_pretrained(staging)
+            with safety.reporting_full_disk(str(final), staging):
+                shutil.rmtree(staging, ignore_errors=True)
+                model = self.model
+                if self.config.lora.enabled and self.config.lora.export == "merged":
+                    model = self.model = self.model.merge_and_unload()
+                model.save_pretrained(staging, state_dict=state_dict)
+                self.tokenizer.save_pretrained(staging)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(staging, final)
         self.backend.barrier()

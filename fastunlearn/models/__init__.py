@@ -6,7 +6,12 @@ from fastunlearn.models.adapter import (
     OutputHead,
     unwrap_causal_lm,
 )
-from fastunlearn.models.loading import default_model_location, load_default_model, load_model
+from fastunlearn.models.loading import (
+    default_model_location,
+    load_default_model,
+    load_model,
+    local_model_source,
+)
 from fastunlearn.models.lora import add_lora, lora_config
 from fastunlearn.models.reference import ReferenceModel, evaluation_mode
 
@@ -20,6 +25,7 @@ __all__ = [
     "evaluation_mode",
     "load_default_model",
     "load_model",
+    "local_model_source",
     "lora_config",
     "unwrap_causal_lm",
 ]

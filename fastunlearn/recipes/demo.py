@@ -17,7 +17,7 @@ from fastunlearn.engine import UnlearnConfig, Unlearner, list_checkpoints
 from fastunlearn.engine.config import EvaluationConfig
 from fastunlearn.engine.generation import generate_configured_negatives
 from fastunlearn.engine.metrics import METRICS_FILE
-from fastunlearn.engine.unlearner import load_configured_model
+from fastunlearn.engine.unlearner import FINAL_MODEL_DIR, load_configured_model
 from fastunlearn.eval import EvalSuite, build_judge, demo_suite, evaluate, write_report
 
 DEMO_CONFIG = "fastunlearn:configs/demo.yaml"
@@ -53,7 +53,8 @@ def run_demo(config: UnlearnConfig, suite: EvalSuite | None = None) -> dict:
     {"before", "after", "report" (paths), "final" (model folder), "timings" (s)}.
 
     Negatives are sampled into data.negatives only when that file is missing (a cache); the
-    checkpoints of an earlier demo run in the same folder are removed, so it can run again.
+    checkpoints and final model of an earlier demo run in the same folder are removed, so it
+    can run again.
     """
     suite = suite or demo_eval_suite()
     run_dir = Path(config.train.output_dir)
@@ -80,8 +81,8 @@ def run_demo(config: UnlearnConfig, suite: EvalSuite | None = None) -> dict:
     elif negatives is not None:
         log.info("reusing the negatives in %s", negatives)
     lap("negatives")
-    for old in list_checkpoints(run_dir):
-        shutil.rmtree(old)
+    for old in [*list_checkpoints(run_dir), run_dir / FINAL_MODEL_DIR]:
+        shutil.rmtree(old, ignore_errors=True)
     (run_dir / METRICS_FILE).unlink(missing_ok=True)
     unlearner = Unlearner(config, model, tokenizer)
     final = unlearner.train()

@@ -106,3 +106,18 @@ def test_deepspeed_values_that_contradict_the_run_config_are_listed():
     assert "gradient_accumulation_steps =" not in message  # it agrees
     with pytest.raises(ConfigError, match="remove its 'optimizer' section"):
         resolve_deepspeed_config({"optimizer": {"type": "Adam"}}, config, world_size=1)
+
+
+def test_yaml_syntax_errors_name_the_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("train:\n  max_steps: 3\n  output_dir: [runs\n")
+    with pytest.raises(ConfigError, match=rf"{path}:4:1: not valid YAML \(did not find"):
+        UnlearnConfig.load(path)
+
+
+@pytest.mark.parametrize(
+    "override", ["train.learning_rate=inf", "objective.kl_weight=nan", "train.adam_beta1=-inf"]
+)
+def test_numbers_that_are_not_finite_are_refused(override):
+    with pytest.raises(ConfigError, match=rf"{override.split('=')[0]} must be finite"):
+        UnlearnConfig.load(None, [override])

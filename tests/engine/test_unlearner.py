@@ -186,6 +186,8 @@ def test_deterministic_mode_is_restored_after_training(tmp_path, data, model, to
             ValueError,
             "have no negative response.*fastunlearn generate",
         ),
+        ("objective.layer", "7", ConfigError, r"objective.layer=7 is beyond the model's 2 layers"),
+        ("data.max_length", "500", ConfigError, r"data.max_length=500 is beyond .* 128 tokens"),
         (
             "train.deepspeed",
             "{tmp}/contradicting.json",
