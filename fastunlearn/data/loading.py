@@ -3,16 +3,24 @@
 Parsing is left to the `datasets` library (its json / csv / parquet / text builders and
 `load_from_disk`). This module adds the checks users hit first, each naming the path: a
 missing file (FileNotFoundError), an empty one, and columns other than the expected ones
-(ValueError).
+(ValueError). CSV and JSON files get their syntax checked first (`syntax`): `datasets` reads
+some broken ones into wrong rows without an error.
+
+`datasets` caches a parsed file under a key made of its path and modification time, so a file
+replaced by one that keeps the old time (cp -p, rsync -a, tar x) would read as its old rows.
+The cache here is a folder per digest of the file's bytes instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
 import datasets
+
+from fastunlearn.data.syntax import check_csv, check_json_document, check_json_lines
 
 # suffix -> (datasets builder, builder options)
 BUILDERS: dict[str, tuple[str, dict]] = {
@@ -23,6 +31,13 @@ BUILDERS: dict[str, tuple[str, dict]] = {
     ".tsv": ("csv", {"sep": "\t", "keep_default_na": False}),
     ".parquet": ("parquet", {}),
     ".txt": ("text", {}),
+}
+# suffix -> the syntax check made before the builder reads the file
+SYNTAX_CHECKS: dict[str, Callable[[Path], None]] = {
+    ".jsonl": check_json_lines,
+    ".json": check_json_document,
+    ".csv": lambda path: check_csv(path, ","),
+    ".tsv": lambda path: check_csv(path, "\t"),
 }
 
 
@@ -39,7 +54,7 @@ def load_rows(
     sample_by: for .txt, one row per line (column "text") or one row for the whole file.
 
     Raises FileNotFoundError for a missing path, ValueError for an unknown extension, a
-    file that cannot be parsed, or one with no rows.
+    file that cannot be parsed (naming the line for CSV and JSON), or one with no rows.
     """
     path = Path(path)
     if not path.exists():
@@ -71,21 +86,32 @@ def _load_file(path: Path, sample_by: str) -> datasets.Dataset:
     # The builders fail on a zero-byte file with errors that do not say "empty".
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty: the file has no content")
+    if suffix in SYNTAX_CHECKS:
+        SYNTAX_CHECKS[suffix](path)
     builder_name, options = BUILDERS[suffix]
     if builder_name == "text":
         options = {**options, "sample_by": sample_by}
-    builder = datasets.load_dataset_builder(builder_name, data_files=str(path), **options)
+    builder = datasets.load_dataset_builder(
+        builder_name, data_files=str(path), cache_dir=_content_cache_dir(path), **options
+    )
     try:
         builder.download_and_prepare()
-    except datasets.exceptions.DatasetGenerationError as error:
-        raise ValueError(
-            f"{path}: could not be read as {builder_name}: {error.__cause__}"
-        ) from error
+    # Some parse errors leave `datasets` as a bare ValueError (pyarrow's ArrowInvalid is one).
+    except (datasets.exceptions.DatasetGenerationError, ValueError) as error:
+        cause = error.__cause__ or error
+        raise ValueError(f"{path}: could not be read as {builder_name}: {cause}") from error
     # A header-only CSV or a zero-row Parquet file gives no split at all, which
     # as_dataset would report as 'Instruction "train" corresponds to no data'.
     if not builder.info.splits["train"].num_examples:
         raise ValueError(f"{path} is empty: it holds no rows")
     return builder.as_dataset(split="train")
+
+
+def _content_cache_dir(path: Path) -> str:
+    """The `datasets` cache folder for the file's bytes (see the module's docstring)."""
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    return str(Path(datasets.config.HF_DATASETS_CACHE) / "fastunlearn-local" / digest)
 
 
 def _load_folder(path: Path, split: str) -> datasets.Dataset:

@@ -20,20 +20,9 @@ from fastunlearn.data.batches import padding_id
 from fastunlearn.data.collate import pad_examples
 from fastunlearn.data.loading import load_rows, require_columns
 from fastunlearn.data.readers import HarmfulPrompt
-from fastunlearn.data.tokenization import PLAIN_PROMPT_TEMPLATE, TokenizedExample
+from fastunlearn.data.tokenization import TokenizedExample, prompt_ids
 
 NEGATIVES_COLUMNS = ("prompt", "negatives")
-
-
-def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
-    """The tokens a response is generated after: the prompt span of tokenize_pair (chat
-    template with its generation prompt, else the plain "### Question: ... ### Answer:")."""
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
-    return tokenizer(PLAIN_PROMPT_TEMPLATE.format(prompt=prompt))["input_ids"]
 
 
 @torch.no_grad()
@@ -113,19 +102,33 @@ def save_negatives(path: str | Path, records: Sequence[HarmfulPrompt]) -> Path:
 
 
 def read_negatives(path: str | Path) -> dict[str, tuple[str, ...]]:
-    """prompt -> negatives from a file written by save_negatives."""
+    """prompt -> negatives from a file written by save_negatives (rows of one prompt merged).
+
+    ValueError naming the file and row for a blank prompt or a negative that is not text or
+    is blank: checked here, as later they would pass for the forget file's own.
+    """
     dataset = load_rows(path)
     require_columns(dataset, NEGATIVES_COLUMNS, path)
-    negatives = {}
+    negatives: dict[str, dict[str, None]] = {}
     for row, (prompt, responses) in enumerate(
         zip(dataset["prompt"], dataset["negatives"], strict=True)
     ):
-        if not isinstance(prompt, str) or not isinstance(responses, list):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"{path}: row {row} has no prompt text (got {prompt!r})")
+        if not isinstance(responses, list):
             raise ValueError(  # noqa: TRY004 - a bad value in the file, not a bad argument
-                f"{path}: row {row} must hold a prompt string and a list of negatives"
+                f"{path}: row {row} must hold a list of negatives, got {responses!r}"
             )
-        negatives[prompt] = tuple(responses)
-    return negatives
+        for index, response in enumerate(responses):
+            if not isinstance(response, str):
+                raise ValueError(  # noqa: TRY004 - a bad value in the file, not a bad argument
+                    f"{path}: row {row} negative {index} is not text (got {response!r})"
+                )
+            if not response.strip():
+                raise ValueError(f"{path}: row {row} negative {index} is blank")
+        # dicts as insertion-ordered sets: duplicates dropped, file order kept
+        negatives.setdefault(prompt, {}).update(dict.fromkeys(responses))
+    return {prompt: tuple(responses) for prompt, responses in negatives.items()}
 
 
 def attach_negatives(
@@ -136,7 +139,9 @@ def attach_negatives(
     """Each record with the sampled negatives of its prompt added to its own.
 
     Prompts absent from ``negatives``, or left with no negative at all, are dropped with a
-    warning; ValueError if none is left.
+    warning; ValueError if none is left. ``source`` (the negatives file) is named in both.
+    ValueError too when no prompt of ``negatives`` is a forget prompt (sampled for other
+    data), also when the records have negatives of their own; a warning when some are not.
     """
     merged, missing = [], []
     for record in records:
@@ -149,6 +154,19 @@ def attach_negatives(
         raise ValueError(
             f"{source}: none of the {len(records)} forget prompts has a negative; "
             "was it generated from these prompts?"
+        )
+    forget_prompts = {record.prompt for record in records}
+    unused = [prompt for prompt in negatives if prompt not in forget_prompts]
+    if unused and len(unused) == len(negatives):
+        raise ValueError(
+            f"{source}: none of its {len(negatives)} prompts is a forget prompt "
+            f"(first: {unused[0]!r}); was it generated from this forget data?"
+        )
+    if unused:
+        warnings.warn(
+            f"{source}: {len(unused)} of its {len(negatives)} prompts are not forget prompts "
+            f"and go unused (first: {unused[0]!r})",
+            stacklevel=2,
         )
     if missing:
         warnings.warn(

@@ -10,10 +10,16 @@ Spans are found on the text and carried over to tokens: the tokens of the text u
 span boundary must be a prefix of the tokens of the whole text, which holds for BPE at a
 turn boundary. When it does not (a merge across the boundary), a fast tokenizer's offset
 mapping places the boundary instead.
+
+Text from the data is always read as text: where it spells one of the tokenizer's special
+tokens ("<|im_end|>", "<|endoftext|>"), those characters become ordinary tokens, never the
+control token itself, so that data cannot end its turn or open another one. Only the chat
+template writes control tokens.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -25,6 +31,12 @@ PLAIN_PROMPT_TEMPLATE = "### Question: {prompt}\n### Answer:"
 # Joins the plain prompt to the response. It belongs to the response span: BPE merges it
 # into the first response token.
 PLAIN_RESPONSE_SEPARATOR = " "
+# Stand-ins for the special-token strings of the data while a chat template renders it, from
+# Unicode's private-use plane 16: no template writes or changes them.
+STAND_IN_CODE_POINTS = range(0x100000, 0x10FFFE)
+
+# Character ranges [start, end) of a text that are the data's own and read as plain text.
+TextRanges = Sequence[tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -90,15 +102,16 @@ def tokenize_pair(
     if not response.strip():
         raise ValueError("the response is empty")
     chat = bool(getattr(tokenizer, "chat_template", None))
-    text, char_boundaries, ends_turn = (
-        _render_chat(tokenizer, prompt, response)
-        if chat
-        else (*_render_plain(prompt, response), False)
-    )
+    if chat:
+        text, char_boundaries, ends_turn, data_ranges = _render_chat(tokenizer, prompt, response)
+    else:
+        # All of the plain template's text is data or holds no special token.
+        text, char_boundaries = _render_plain(prompt, response)
+        ends_turn, data_ranges = False, [(0, len(text))]
     # A chat template writes its own special tokens (BOS included); the plain template gets
     # the ones the tokenizer adds by default (OPT's and Llama's BOS).
     input_ids, (prompt_end, response_start, response_end) = _token_boundaries(
-        tokenizer, text, char_boundaries, add_special_tokens=not chat
+        tokenizer, text, char_boundaries, add_special_tokens=not chat, data_ranges=data_ranges
     )
     if not ends_turn and tokenizer.eos_token_id is not None:
         # No end-of-turn marker after the response (the plain template, or a chat template
@@ -109,6 +122,18 @@ def tokenize_pair(
     if prompt_end == 0:
         raise ValueError("the prompt covers no token of its own")
     return TokenizedExample.from_spans(input_ids, (0, prompt_end), (response_start, response_end))
+
+
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
+    """The tokens a response is generated after: the prompt span of tokenize_pair (chat
+    template with its generation prompt, else the plain "### Question: ... ### Answer:")."""
+    if getattr(tokenizer, "chat_template", None):
+        text, data_ranges = _render_messages(
+            tokenizer, [{"role": "user", "content": prompt}], add_generation_prompt=True
+        )
+        return _encode(tokenizer, text, data_ranges, add_special_tokens=False)["input_ids"]
+    text = PLAIN_PROMPT_TEMPLATE.format(prompt=prompt)
+    return _encode(tokenizer, text, [(0, len(text))], add_special_tokens=True)["input_ids"]
 
 
 def tokenize_pairs(
@@ -187,9 +212,10 @@ def token_blocks(
         raise ValueError(f"stride must be positive, got {stride}")
     corpus_ids: list[int] = []
     # verbose=False: a long document is expected here, not a sign of a mistake.
-    for document_ids in tokenizer(list(texts), add_special_tokens=False, verbose=False)[
-        "input_ids"
-    ]:
+    # split_special_tokens: a document that spells "<|endoftext|>" holds text, not an EOS.
+    for document_ids in tokenizer(
+        list(texts), add_special_tokens=False, verbose=False, split_special_tokens=True
+    )["input_ids"]:
         if corpus_ids and tokenizer.eos_token_id is not None:
             corpus_ids.append(tokenizer.eos_token_id)
         corpus_ids.extend(document_ids)
@@ -211,15 +237,14 @@ def _render_plain(prompt: str, response: str) -> tuple[str, tuple[int, int, int]
 
 def _render_chat(
     tokenizer: PreTrainedTokenizerBase, prompt: str, response: str
-) -> tuple[str, tuple[int, int, int], bool]:
-    """The text, its character boundaries (prompt end, response start, response end) and
-    whether the response span ends with the template's end-of-turn marker."""
+) -> tuple[str, tuple[int, int, int], bool, TextRanges]:
+    """The text, its character boundaries (prompt end, response start, response end),
+    whether the response span ends with the template's end-of-turn marker, and the ranges
+    of the data's special-token strings (to be read as text)."""
     user_turn = {"role": "user", "content": prompt}
-    prompt_text = tokenizer.apply_chat_template(
-        [user_turn], tokenize=False, add_generation_prompt=True
-    )
-    text = tokenizer.apply_chat_template(
-        [user_turn, {"role": "assistant", "content": response}], tokenize=False
+    prompt_text, _ = _render_messages(tokenizer, [user_turn], add_generation_prompt=True)
+    text, data_ranges = _render_messages(
+        tokenizer, [user_turn, {"role": "assistant", "content": response}]
     )
     if not text.startswith(prompt_text):
         raise ValueError(
@@ -238,7 +263,61 @@ def _render_chat(
     response_start = prompt_end if not text[prompt_end:content_start].strip() else content_start
     content_end = content_start + len(content)
     end_of_turn = _end_of_turn_length(tokenizer, text[content_end:])
-    return text, (prompt_end, response_start, content_end + end_of_turn), end_of_turn > 0
+    boundaries = (prompt_end, response_start, content_end + end_of_turn)
+    return text, boundaries, end_of_turn > 0, data_ranges
+
+
+def _render_messages(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], **options
+) -> tuple[str, TextRanges]:
+    """The chat template's text of messages, and the ranges in it of the special-token
+    strings the messages' content spells.
+
+    The template renders the content with each such string swapped for a private-use
+    stand-in, which is swapped back afterwards: where they stand is then known exactly,
+    also when a template repeats, trims or moves the content, and also when the same
+    string is one the template writes itself (its "<|im_end|>" is a control token, the
+    data's is text). A template that drops a stand-in drops that string from the text.
+    """
+    special_strings = _special_token_strings(tokenizer)
+    if not special_strings:
+        return tokenizer.apply_chat_template(messages, tokenize=False, **options), []
+    pattern = re.compile("|".join(map(re.escape, special_strings)))
+    data_characters = {character for message in messages for character in message["content"]}
+    stand_ins = (chr(code) for code in STAND_IN_CODE_POINTS if chr(code) not in data_characters)
+    originals: dict[str, str] = {}
+
+    def stand_in_for(match: re.Match) -> str:
+        stand_in = next(stand_ins)
+        originals[stand_in] = match.group(0)
+        return stand_in
+
+    hidden = [
+        {**message, "content": pattern.sub(stand_in_for, message["content"])}
+        for message in messages
+    ]
+    rendered = tokenizer.apply_chat_template(hidden, tokenize=False, **options)
+    if not originals:
+        return rendered, []
+    pieces, data_ranges, length, previous_end = [], [], 0, 0
+    for match in re.finditer("|".join(map(re.escape, originals)), rendered):
+        before = rendered[previous_end : match.start()]
+        original = originals[match.group(0)]
+        pieces += [before, original]
+        start = length + len(before)
+        data_ranges.append((start, start + len(original)))
+        length, previous_end = start + len(original), match.end()
+    pieces.append(rendered[previous_end:])
+    return "".join(pieces), data_ranges
+
+
+def _special_token_strings(tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """The strings the tokenizer reads as special tokens, longest first (a regex alternation
+    then matches the longest at each place, as the tokenizer does)."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}).values()
+    strings = {token.content for token in added if token.special}
+    strings.update(tokenizer.all_special_tokens)
+    return sorted(filter(None, strings), key=len, reverse=True)
 
 
 def _end_of_turn_length(tokenizer: PreTrainedTokenizerBase, after_content: str) -> int:
@@ -253,22 +332,78 @@ def _end_of_turn_length(tokenizer: PreTrainedTokenizerBase, after_content: str) 
     return len(after_content) - len(stripped) + max(map(len, markers)) if markers else 0
 
 
+def _encode(
+    tokenizer: PreTrainedTokenizerBase,
+    text: str,
+    data_ranges: TextRanges,
+    *,
+    add_special_tokens: bool,
+    return_offsets_mapping: bool = False,
+) -> dict[str, list]:
+    """input_ids (and offset_mapping, in characters of text) of text, whose data_ranges are
+    read as plain text even where they spell a special token.
+
+    Text is cut at the edges of the ranges and each piece tokenized on its own. The cuts
+    change nothing elsewhere: the tokenizer splits its text at every special-token string
+    anyway, and the ranges of a chat text are such strings. Several pieces are for a chat
+    text, which carries its own special tokens (add_special_tokens must then be False).
+    """
+    # (start, end, read as text) of each piece, empty ones left out; an empty text is one.
+    pieces, position = [], 0
+    for start, end in sorted(data_ranges):
+        pieces += [(position, start, False), (start, end, True)]
+        position = max(position, end)
+    pieces.append((position, len(text), False))
+    pieces = [(start, end, as_text) for start, end, as_text in pieces if start < end] or [
+        (0, 0, False)
+    ]
+    if len(pieces) > 1 and add_special_tokens:
+        raise ValueError("add_special_tokens applies to a text tokenized in one piece")
+    encoded: dict[str, list] = {"input_ids": [], "offset_mapping": []}
+    for start, end, as_text in pieces:
+        piece = tokenizer(
+            text[start:end],
+            add_special_tokens=add_special_tokens,
+            split_special_tokens=as_text,
+            return_offsets_mapping=return_offsets_mapping,
+        )
+        encoded["input_ids"] += piece["input_ids"]
+        if return_offsets_mapping:
+            encoded["offset_mapping"] += [
+                (first + start, last + start) for first, last in piece["offset_mapping"]
+            ]
+    return encoded
+
+
 def _token_boundaries(
     tokenizer: PreTrainedTokenizerBase,
     text: str,
     char_boundaries: tuple[int, int, int],
     *,
     add_special_tokens: bool,
+    data_ranges: TextRanges = (),
 ) -> tuple[list[int], tuple[int, int, int]]:
     """The token ids of text and the token index of each character boundary (prompt end,
-    response start, response end), by the prefix check, else by offsets."""
-    input_ids = tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
+    response start, response end), by the prefix check, else by offsets. data_ranges: see
+    _encode."""
+    input_ids = _encode(tokenizer, text, data_ranges, add_special_tokens=add_special_tokens)[
+        "input_ids"
+    ]
     token_boundaries = {}
     for boundary in set(char_boundaries):
-        prefix_ids = tokenizer(text[:boundary], add_special_tokens=add_special_tokens)["input_ids"]
+        prefix_ranges = [
+            (start, min(end, boundary)) for start, end in data_ranges if start < boundary
+        ]
+        prefix_ids = _encode(
+            tokenizer, text[:boundary], prefix_ranges, add_special_tokens=add_special_tokens
+        )["input_ids"]
         if input_ids[: len(prefix_ids)] != prefix_ids:
             return input_ids, _token_boundaries_by_offsets(
-                tokenizer, text, char_boundaries, add_special_tokens=add_special_tokens
+                tokenizer,
+                text,
+                char_boundaries,
+                add_special_tokens=add_special_tokens,
+                data_ranges=data_ranges,
             )
         token_boundaries[boundary] = len(prefix_ids)
     return input_ids, tuple(token_boundaries[boundary] for boundary in char_boundaries)
@@ -280,6 +415,7 @@ def _token_boundaries_by_offsets(
     char_boundaries: tuple[int, int, int],
     *,
     add_special_tokens: bool,
+    data_ranges: TextRanges = (),
 ) -> tuple[int, int, int]:
     """Boundaries from the offset mapping. A token straddling the prompt/response boundary
     goes to the response, one straddling the response end stays in it: the response keeps
@@ -289,9 +425,13 @@ def _token_boundaries_by_offsets(
             "the prompt tokens are not a prefix of the prompt+response tokens and a slow "
             "tokenizer has no offset mapping to place the spans; use a fast tokenizer"
         )
-    offsets = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)[
-        "offset_mapping"
-    ]
+    offsets = _encode(
+        tokenizer,
+        text,
+        data_ranges,
+        add_special_tokens=add_special_tokens,
+        return_offsets_mapping=True,
+    )["offset_mapping"]
     # Tokens the tokenizer adds itself (BOS, EOS) cover no characters and are skipped: they
     # fall on the side of the boundary where their neighbours are.
     covering = [(index, start, end) for index, (start, end) in enumerate(offsets) if end > start]
