@@ -4,6 +4,7 @@ as a traceback, settings the model cannot serve found after it loaded."""
 
 import errno
 import json
+import os
 
 import pytest
 import torch
@@ -108,9 +109,9 @@ def test_resume_refuses_a_data_file_rewritten_in_place(tmp_path, data, model, to
     Unlearner(config, model, tokenizer).train()
     forget = data["forget"]
     stat = forget.stat()
-    forget.write_text(forget.read_text().replace("a", "e"))  # same size, same mtime below
-    import os
-
+    rows = [json.loads(line) for line in forget.read_text().splitlines()]
+    rows.reverse()  # same size, same rows, another order; the same mtime below
+    forget.write_text("".join(json.dumps(row) + "\n" for row in rows))
     os.utime(forget, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     with pytest.raises(CheckpointMismatchError, match="the contents of data.forget.path"):
         Unlearner(config, tiny_opt(tokenizer), tokenizer).train(resume=True)

@@ -1,5 +1,4 @@
 import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
@@ -57,8 +56,10 @@ def test_default_model_is_loaded_from_the_packages_gguf_file(tmp_path, monkeypat
     ]
 
 
-def test_load_model_passes_gguf_file_and_no_remote_code(monkeypatch):
+def test_load_model_passes_gguf_file_and_no_remote_code(monkeypatch, tmp_path):
     seen = {}
+    model_dir = tmp_path / "x"
+    model_dir.mkdir()
 
     class Recorder:
         @staticmethod
@@ -68,11 +69,10 @@ def test_load_model_passes_gguf_file_and_no_remote_code(monkeypatch):
 
     monkeypatch.setattr(loading, "AutoTokenizer", Recorder)
     monkeypatch.setattr(loading, "AutoModelForCausalLM", Recorder)
-    load_model(Path("/models/x"), gguf_file="x.gguf", dtype="auto")
-    assert (
-        seen["/models/x"]["trust_remote_code"] is False
-        and seen["/models/x"]["gguf_file"] == "x.gguf"
-    )
+    load_model(model_dir, gguf_file="x.gguf", dtype="auto")
+    options = seen[str(model_dir)]
+    assert options["trust_remote_code"] is False and options["gguf_file"] == "x.gguf"
+    assert options["local_files_only"] is True  # nothing reaches a hub
 
 
 def test_missing_default_model_package_is_named(monkeypatch):
