@@ -19,7 +19,7 @@ from fastunlearn.eval.degeneration import (
     is_degenerate,
 )
 from fastunlearn.eval.demo import DEMO_DATA_DIR, demo_data_path, demo_suite
-from fastunlearn.eval.generation import generate_responses, prompt_token_ids
+from fastunlearn.eval.generation import generate_responses
 from fastunlearn.eval.generative_judge import GenerativeJudge
 from fastunlearn.eval.harm_classifier import HarmClassifier, train_harm_classifier
 from fastunlearn.eval.judges import (
@@ -87,7 +87,6 @@ __all__ = [
     "over_refusal_rate",
     "per_class_agreement",
     "perplexity",
-    "prompt_token_ids",
     "rejudge",
     "share",
     "train_harm_classifier",

@@ -19,18 +19,8 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from fastunlearn.data import TokenizedExample, pad_examples
-from fastunlearn.data.tokenization import PLAIN_PROMPT_TEMPLATE
+from fastunlearn.data.tokenization import prompt_ids
 from fastunlearn.models import evaluation_mode
-
-
-def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
-    """Token ids of a prompt ready for generation, as the training data writes it."""
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
-    return tokenizer(PLAIN_PROMPT_TEMPLATE.format(prompt=prompt))["input_ids"]
 
 
 def generate_responses(
@@ -68,7 +58,7 @@ def generate_responses(
         for start in range(0, len(prompts), batch_size):
             batch = pad_examples(
                 [
-                    prompt_only_example(prompt_token_ids(tokenizer, prompt))
+                    prompt_only_example(prompt_ids(tokenizer, prompt))
                     for prompt in prompts[start : start + batch_size]
                 ],
                 pad_id,

@@ -1,7 +1,7 @@
 import pytest
 
-from fastunlearn.data.tokenization import PLAIN_PROMPT_TEMPLATE
-from fastunlearn.eval import generate_responses, prompt_token_ids
+from fastunlearn.data.tokenization import PLAIN_PROMPT_TEMPLATE, prompt_ids
+from fastunlearn.eval import generate_responses
 from tests.eval.conftest import fixed_reply_model, tiny_causal_lm
 
 PROMPTS = [
@@ -12,7 +12,7 @@ PROMPTS = [
 
 
 def test_chat_template_prompt(chat_tokenizer):
-    ids = prompt_token_ids(chat_tokenizer, "Hi")
+    ids = prompt_ids(chat_tokenizer, "Hi")
     expected = chat_tokenizer.apply_chat_template(
         [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
     )
@@ -20,7 +20,7 @@ def test_chat_template_prompt(chat_tokenizer):
 
 
 def test_plain_template_prompt(opt_tokenizer):
-    ids = prompt_token_ids(opt_tokenizer, "Hi")
+    ids = prompt_ids(opt_tokenizer, "Hi")
     assert ids == opt_tokenizer(PLAIN_PROMPT_TEMPLATE.format(prompt="Hi"))["input_ids"]
     assert ids[0] == opt_tokenizer.bos_token_id
 
