@@ -13,9 +13,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from fastunlearn.engine.overrides import load_config
+from fastunlearn.objectives.methods import METHODS, Method
 from fastunlearn.resources import resolve_path
 
-OBJECTIVES = ("wpn", "ga", "ga_mismatch_kl", "npo")
+OBJECTIVES = tuple(METHODS)
 RETAIN_TERMS = ("nll", "kl")
 PRECISIONS = ("fp32", "bf16", "fp16")
 MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -129,41 +130,71 @@ class GenerationConfig:
 
 @dataclass
 class ObjectiveConfig:
-    """``name``: wpn | ga | ga_mismatch_kl | npo, with their options (temperature,
-    similarity, layer, candidate_span, positive_nll_weight and npair_weight for WPN; beta for
-    NPO; the three weights of ga_mismatch_kl, Yao et al.'s 0.5 / 1 / 1 by default).
-    ``retain``: an optional extra term on data.retain (nll | kl) with ``retain_weight``.
-    ``backend`` forces an op backend."""
+    """``name``: a method of fastunlearn.objectives.methods (wpn | ga | ga_mismatch_kl | npo)
+    and, beside it, that method's options only (left unset: the method's defaults, which live
+    in its options dataclass there): temperature, similarity, layer, candidate_span,
+    positive_nll_weight, npair_weight for wpn; beta for npo; ga_weight, mismatch_weight,
+    kl_weight for ga_mismatch_kl. ``retain``: an optional extra term on data.retain
+    (nll | kl) with ``retain_weight``. ``backend`` forces an op backend."""
 
     name: str = "wpn"
-    temperature: float = 0.1
-    similarity: str = "cosine"
+    temperature: float | None = None
+    similarity: str | None = None
     layer: int | None = None
-    candidate_span: str = "response"
-    positive_nll_weight: float = 0.0
-    npair_weight: float = 1.0
-    beta: float = 0.1
-    ga_weight: float = 0.5
-    mismatch_weight: float = 1.0
-    kl_weight: float = 1.0
+    candidate_span: str | None = None
+    positive_nll_weight: float | None = None
+    npair_weight: float | None = None
+    beta: float | None = None
+    ga_weight: float | None = None
+    mismatch_weight: float | None = None
+    kl_weight: float | None = None
     retain: str | None = None
     retain_weight: float = 1.0
     backend: str | None = None
 
     def __post_init__(self):
         _require_choice("objective", "name", self.name, OBJECTIVES)
-        for name in ("temperature", "beta"):
-            _require_positive("objective", name, getattr(self, name))
         if self.retain is not None:
             _require_choice("objective", "retain", self.retain, RETAIN_TERMS)
+        self.options  # noqa: B018 - builds the method's options: refuses others' and bad values
+
+    @property
+    def method(self) -> Method:
+        return METHODS[self.name]
+
+    @property
+    def options(self):
+        """The method's options dataclass, from the options set here."""
+        accepted = {item.name for item in fields(self.method.options)}
+        given = {
+            name: getattr(self, name) for name in OPTION_NAMES if getattr(self, name) is not None
+        }
+        for name in given.keys() - accepted:
+            owners = [key for key, method in METHODS.items() if name in _option_names(method)]
+            raise ValueError(
+                f"objective.{name} is an option of {' and '.join(owners)}, not of "
+                f"{self.name!r} (whose options are: {', '.join(sorted(accepted)) or 'none'})"
+            )
+        try:
+            return self.method.options(**given)
+        except ValueError as error:
+            raise ValueError(f"objective: {error}") from None
 
     @property
     def needs_reference(self) -> bool:
-        return self.name in ("ga_mismatch_kl", "npo") or self.retain == "kl"
+        return self.method.needs_reference or self.retain == "kl"
 
     @property
     def needs_retain(self) -> bool:
-        return self.name == "ga_mismatch_kl" or self.retain is not None
+        return self.method.retain_data or self.retain is not None
+
+
+def _option_names(method: Method) -> set[str]:
+    return {item.name for item in fields(method.options)}
+
+
+# Every method's options, as flat keys of the objective section (checked against METHODS).
+OPTION_NAMES = sorted(set().union(*map(_option_names, METHODS.values())))
 
 
 @dataclass
@@ -266,13 +297,14 @@ class UnlearnConfig:
                 value = getattr(values, item.name)
                 if isinstance(value, float) and not math.isfinite(value):
                     raise ValueError(f"{section.name}.{item.name} must be finite, got {value}")
-        if self.train.stop_forget_nll_above is not None and self.objective.name not in (
-            "ga",
-            "ga_mismatch_kl",
+        watching = [name for name, method in METHODS.items() if method.forget_statistic]
+        if (
+            self.train.stop_forget_nll_above is not None
+            and self.objective.method.forget_statistic is None
         ):
             raise ValueError(
                 "train.stop_forget_nll_above watches the gradient-ascent term: it needs "
-                f"objective.name ga or ga_mismatch_kl, got {self.objective.name!r}"
+                f"objective.name {' or '.join(watching)}, got {self.objective.name!r}"
             )
 
     @classmethod

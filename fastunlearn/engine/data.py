@@ -97,9 +97,10 @@ def build_sampler(
     """Read and tokenize every data source the objective uses; errors name the config key
     and the file."""
     data, objective = config.data, config.objective
+    method = objective.method
     pad = padding_id(tokenizer)
     mismatch = None
-    if objective.name == "wpn":
+    if method.data == "contrastive":
         refusals = ()
         if data.positives.path is not None:
             with _naming("data.positives"):
@@ -115,9 +116,9 @@ def build_sampler(
                 name=data.forget.path,
             )
     elif data.forget.format == "corpus":
-        if objective.name == "ga_mismatch_kl":
+        if method.mismatch_data:
             raise ConfigError(
-                "objective ga_mismatch_kl pairs forget prompts with normal answers, so "
+                f"objective {objective.name} pairs forget prompts with normal answers, so "
                 "data.forget needs prompts (pku_saferlhf, pairs), not a corpus"
             )
         path = _require_path(data.forget, "data.forget", "it names the text to unlearn")
@@ -145,7 +146,7 @@ def build_sampler(
                 pad,
                 "data.forget",
             )
-        if objective.name == "ga_mismatch_kl":
+        if method.mismatch_data:
             mismatch = MismatchSource(
                 tokenizer,
                 [prompt for prompt, _ in pairs],
@@ -172,8 +173,8 @@ def _mismatch_answers(config: UnlearnConfig) -> list[str]:
     if data.retain.path is not None and data.retain.format != "corpus":
         return [response for _, response in _normal_pairs(data.retain, "data.retain")]
     raise ConfigError(
-        "objective ga_mismatch_kl needs normal answers for its mismatch term: set data.normal.path "
-        "(or data.retain.path with format pairs or truthfulqa)"
+        f"objective {config.objective.name} needs normal answers for its mismatch term: set "
+        "data.normal.path (or data.retain.path with format pairs or truthfulqa)"
     )
 
 

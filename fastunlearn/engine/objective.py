@@ -10,58 +10,25 @@ from torch import nn
 from fastunlearn.engine.config import ObjectiveConfig
 from fastunlearn.models import CausalLMAdapter, ReferenceModel
 from fastunlearn.objectives import (
-    NPO,
-    WPN,
-    GradientAscent,
     ObjectiveOutput,
     PairedBatch,
     ResponseNLL,
     RetainKL,
     Term,
     WeightedSum,
-    ga_mismatch_kl,
 )
-
-# The stat train.stop_forget_nll_above watches: the forget NLL of the gradient-ascent term.
-FORGET_NLL_STAT = "ga/nll"
 
 
 def build_objective(config: ObjectiveConfig, reference: ReferenceModel | None) -> WeightedSum:
-    """The objective named in ``config`` plus its optional retain term, as one WeightedSum.
-
-    ``reference`` (the model before unlearning) is needed by npo, ga_mismatch_kl and a
-    retain "kl" term (``config.needs_reference``).
-    """
+    """The configured method's terms (its entry in objectives.methods) plus the optional
+    retain term, as one WeightedSum. ``reference`` (the model before unlearning) is needed
+    where ``config.needs_reference``."""
     if config.needs_reference and reference is None:
         raise ValueError(
             f"objective {config.name!r} with retain={config.retain!r} needs a reference model"
         )
     backend = config.backend
-    if config.name == "wpn":
-        wpn = WPN(
-            config.temperature,
-            config.similarity,
-            config.layer,
-            config.candidate_span,
-            config.positive_nll_weight,
-            config.npair_weight,
-            backend=backend,
-        )
-        terms = [Term("wpn", wpn, 1.0, "forget")]
-    elif config.name == "ga":
-        terms = [Term("ga", GradientAscent(backend=backend), 1.0, "forget")]
-    elif config.name == "npo":
-        terms = [Term("npo", NPO(reference, config.beta, backend=backend), 1.0, "forget")]
-    else:
-        terms = list(
-            ga_mismatch_kl(
-                reference,
-                config.ga_weight,
-                config.mismatch_weight,
-                config.kl_weight,
-                backend=backend,
-            ).terms
-        )
+    terms = config.method.build(config.options, reference, backend)
     if config.retain == "nll":
         terms.append(
             Term("retain_nll", ResponseNLL(backend=backend), config.retain_weight, "retain")

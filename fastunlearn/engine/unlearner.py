@@ -35,12 +35,7 @@ from fastunlearn.engine.backends import DeepSpeedBackend, PlainBackend
 from fastunlearn.engine.config import UnlearnConfig
 from fastunlearn.engine.data import build_sampler
 from fastunlearn.engine.metrics import MetricsLogger
-from fastunlearn.engine.objective import (
-    FORGET_NLL_STAT,
-    ObjectiveModule,
-    build_objective,
-    head_parameters,
-)
+from fastunlearn.engine.objective import ObjectiveModule, build_objective, head_parameters
 from fastunlearn.engine.overrides import ConfigError
 from fastunlearn.models import (
     CausalLMAdapter,
@@ -116,7 +111,7 @@ def check_fits_model(
     """Settings the model cannot serve, refused before its weights load."""
     text_config = model_config.get_text_config()
     layers = getattr(text_config, "num_hidden_layers", None)
-    layer = config.objective.layer
+    layer = getattr(config.objective.options, "layer", None)
     # hidden_states holds the embedding output and one entry per layer: layers + 1 in all.
     if layer is not None and layers is not None and not -(layers + 1) <= layer <= layers:
         raise ConfigError(
@@ -337,9 +332,10 @@ class Unlearner:
                             if "/" not in name and name not in ("learning_rate", "grad_norm")
                         }
                     )
+                    watched = self.config.objective.method.forget_statistic
                     diverged = (
                         train.stop_forget_nll_above is not None
-                        and stats.get(FORGET_NLL_STAT, 0.0) > train.stop_forget_nll_above
+                        and stats[watched] > train.stop_forget_nll_above
                     )
                     if metrics and (self.step % train.log_every == 0 or diverged):
                         metrics.log(
@@ -353,7 +349,7 @@ class Unlearner:
                     if diverged:
                         progress.write(
                             f"stopping at step {self.step}: forget NLL "
-                            f"{stats[FORGET_NLL_STAT]:.3f} passed "
+                            f"{stats[watched]:.3f} passed "
                             f"train.stop_forget_nll_above={train.stop_forget_nll_above}"
                         )
                         break

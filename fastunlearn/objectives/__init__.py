@@ -2,29 +2,29 @@
 
 Each objective is called as ``objective(model_adapter, batch)`` and returns an
 ObjectiveOutput(loss, stats). ``backend=`` is passed to the ops ("torch" forces the
-PyTorch path, e.g. to compare against the fused kernels).
+PyTorch path, e.g. to compare against the fused kernels). ``methods.METHODS`` holds one
+entry per unlearning method (options, builder, data, needs). Names load on first use, so a
+config can read the methods without torch.
 """
 
-from fastunlearn.objectives.batch import ContrastiveBatch, PairedBatch, SequenceBatch
-from fastunlearn.objectives.compose import Term, WeightedSum, ga_mismatch_kl
-from fastunlearn.objectives.kl import RetainKL
-from fastunlearn.objectives.likelihood import GradientAscent, ResponseNLL, response_logprob
-from fastunlearn.objectives.npo import NPO
-from fastunlearn.objectives.output import ObjectiveOutput
-from fastunlearn.objectives.wpn import WPN
+from fastunlearn._lazy import lazy_exports
 
-__all__ = [
-    "NPO",
-    "WPN",
-    "ContrastiveBatch",
-    "GradientAscent",
-    "ObjectiveOutput",
-    "PairedBatch",
-    "ResponseNLL",
-    "RetainKL",
-    "SequenceBatch",
-    "Term",
-    "WeightedSum",
-    "ga_mismatch_kl",
-    "response_logprob",
-]
+_EXPORTS = {
+    "ContrastiveBatch": "batch",
+    "PairedBatch": "batch",
+    "SequenceBatch": "batch",
+    "Term": "compose",
+    "WeightedSum": "compose",
+    "ga_mismatch_kl": "compose",
+    "RetainKL": "kl",
+    "GradientAscent": "likelihood",
+    "ResponseNLL": "likelihood",
+    "response_logprob": "likelihood",
+    "METHODS": "methods",
+    "Method": "methods",
+    "NPO": "npo",
+    "ObjectiveOutput": "output",
+    "WPN": "wpn",
+}
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
+__all__ = sorted(_EXPORTS)

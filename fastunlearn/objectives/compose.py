@@ -11,6 +11,7 @@ from fastunlearn.models import CausalLMAdapter, ReferenceModel
 from fastunlearn.objectives.batch import PairedBatch
 from fastunlearn.objectives.kl import RetainKL
 from fastunlearn.objectives.likelihood import GradientAscent, ResponseNLL
+from fastunlearn.objectives.methods import GAMismatchKLOptions
 from fastunlearn.objectives.output import ObjectiveOutput
 
 BATCH_PARTS = ("forget", "retain", "mismatch")
@@ -66,9 +67,9 @@ class WeightedSum:
 
 def ga_mismatch_kl(
     reference: ReferenceModel,
-    ga_weight: float = 0.5,
-    mismatch_weight: float = 1.0,
-    kl_weight: float = 1.0,
+    ga_weight: float = GAMismatchKLOptions.ga_weight,
+    mismatch_weight: float = GAMismatchKLOptions.mismatch_weight,
+    kl_weight: float = GAMismatchKLOptions.kl_weight,
     *,
     backend: str | None = None,
 ) -> WeightedSum:

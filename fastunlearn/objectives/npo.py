@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from fastunlearn.models import CausalLMAdapter, ReferenceModel
 from fastunlearn.objectives.batch import SequenceBatch
 from fastunlearn.objectives.likelihood import response_logprob
+from fastunlearn.objectives.methods import NPOOptions
 from fastunlearn.objectives.output import ObjectiveOutput
 
 
@@ -19,7 +20,13 @@ class NPO:
     less likely than under the reference, which keeps the model from collapsing.
     """
 
-    def __init__(self, reference: ReferenceModel, beta: float = 0.1, *, backend: str | None = None):
+    def __init__(
+        self,
+        reference: ReferenceModel,
+        beta: float = NPOOptions.beta,
+        *,
+        backend: str | None = None,
+    ):
         if not beta > 0:
             raise ValueError(f"beta must be positive, got {beta!r}")
         self.reference, self.beta, self.backend = reference, beta, backend

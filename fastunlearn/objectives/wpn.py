@@ -8,6 +8,7 @@ import torch
 from fastunlearn.models import CausalLMAdapter
 from fastunlearn.objectives.batch import ContrastiveBatch
 from fastunlearn.objectives.likelihood import mean_response_nll_from_hidden
+from fastunlearn.objectives.methods import WPNOptions
 from fastunlearn.objectives.output import ObjectiveOutput
 from fastunlearn.ops import npair_loss, position_weighted_mean_pool
 from fastunlearn.ops.npair import SIMILARITIES
@@ -32,12 +33,12 @@ class WPN:
 
     def __init__(
         self,
-        temperature: float = 0.1,
-        similarity: str = "cosine",
-        layer: int | None = None,
-        candidate_span: str = "response",
-        positive_nll_weight: float = 0.0,
-        npair_weight: float = 1.0,
+        temperature: float = WPNOptions.temperature,
+        similarity: str = WPNOptions.similarity,
+        layer: int | None = WPNOptions.layer,
+        candidate_span: str = WPNOptions.candidate_span,
+        positive_nll_weight: float = WPNOptions.positive_nll_weight,
+        npair_weight: float = WPNOptions.npair_weight,
         *,
         backend: str | None = None,
     ):

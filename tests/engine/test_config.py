@@ -116,7 +116,7 @@ def test_yaml_syntax_errors_name_the_line(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "override", ["train.learning_rate=inf", "objective.kl_weight=nan", "train.adam_beta1=-inf"]
+    "override", ["train.learning_rate=inf", "objective.retain_weight=nan", "train.adam_beta1=-inf"]
 )
 def test_numbers_that_are_not_finite_are_refused(override):
     with pytest.raises(ConfigError, match=rf"{override.split('=')[0]} must be finite"):
