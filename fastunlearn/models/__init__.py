@@ -13,6 +13,7 @@ from fastunlearn.models.loading import (
     local_model_source,
 )
 from fastunlearn.models.lora import add_lora, lora_config
+from fastunlearn.models.patch import apply_fastunlearn
 from fastunlearn.models.reference import ReferenceModel, evaluation_mode
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "OutputHead",
     "ReferenceModel",
     "add_lora",
+    "apply_fastunlearn",
     "default_model_location",
     "evaluation_mode",
     "load_default_model",

@@ -57,10 +57,8 @@ def load_model(
     )
     if gguf_file is not None and getattr(model, "hf_quantizer", None) is not None:
         # The GGUF weights are dequantized into ordinary tensors on load, but transformers keeps
-        # a GGUF quantizer marker that makes save_pretrained refuse the model: drop it.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+        # a quantizer marker that makes save_pretrained and the Trainer refuse the model.
+        model.hf_quantizer.remove_quantization_config(model)
     return model, tokenizer
 
 

@@ -1,7 +1,9 @@
-"""The three fused ops: functional APIs over autograd Functions (docs/ops.md)."""
+"""The three fused ops: functional APIs over autograd Functions, and as nn.Modules
+(docs/ops.md)."""
 
 from fastunlearn.ops.backend import BACKENDS, select_backend
 from fastunlearn.ops.linear_nll import linear_nll, reference_linear_nll
+from fastunlearn.ops.modules import LinearNLLLoss, NPairLoss, PositionWeightedMeanPool
 from fastunlearn.ops.npair import npair_loss, reference_npair_loss
 from fastunlearn.ops.pooling import (
     position_weighted_mean_pool,
@@ -10,6 +12,9 @@ from fastunlearn.ops.pooling import (
 
 __all__ = [
     "BACKENDS",
+    "LinearNLLLoss",
+    "NPairLoss",
+    "PositionWeightedMeanPool",
     "linear_nll",
     "npair_loss",
     "position_weighted_mean_pool",

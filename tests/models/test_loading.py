@@ -122,3 +122,7 @@ def test_real_default_model_logits_match_the_adapter():
         logits = hidden @ adapter.output_head().weight.T
         torch.testing.assert_close(logits, model(input_ids=ids).logits, rtol=1e-4, atol=1e-4)
     assert adapter.model_type == "llama"
+    # Dequantized on load: nothing may still mark it quantized (save_pretrained and the
+    # Trainer refuse quantized models).
+    assert not model.is_quantized and getattr(model, "hf_quantizer", None) is None
+    assert not hasattr(model.config, "quantization_config")
