@@ -90,6 +90,19 @@ def _check_usable(backend: str, device: torch.device) -> None:
 
 def select_backend(device: torch.device, requested: str | None = None) -> str:
     """Return the backend name that runs an op on tensors living on ``device``."""
+    if torch.compiler.is_compiling():
+        # Decided once, when the graph is traced, and kept in it as a constant: the checks
+        # import modules, which a trace cannot follow.
+        return _traced_choice(device.type, requested)
+    return _choose(device, requested)
+
+
+@torch.compiler.assume_constant_result
+def _traced_choice(device_type: str, requested: str | None) -> str:
+    return _choose(torch.device(device_type), requested)
+
+
+def _choose(device: torch.device, requested: str | None) -> str:
     choice = requested if requested is not None else os.environ.get(ENV_VAR) or None
     if choice is None or choice == "auto":
         return _automatic(device)

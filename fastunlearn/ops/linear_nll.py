@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from fastunlearn.ops.backend import kernels, select_backend
+from fastunlearn.ops.library import linear_nll_op
 from fastunlearn.ops.validation import (
     check_integer,
     check_number,
@@ -130,9 +131,10 @@ def _check_inputs(x, weight, labels, bias, token_weight, reduction):
 
 
 def _check_label_range(labels: torch.Tensor, vocab: int, ignore_index: int) -> None:
-    # A host read, so only where it costs nothing: CPU tensors. On CUDA the kernels treat
-    # out-of-range labels as ignored rather than stall the device to check.
-    if labels.device.type != "cpu":
+    # A host read, so only where it costs nothing: eager CPU tensors. On CUDA, and in a traced
+    # graph (where a host read breaks the graph), the kernels treat out-of-range labels as
+    # ignored rather than stall the device to check.
+    if labels.device.type != "cpu" or torch.compiler.is_compiling():
         return
     bad = (labels != ignore_index) & ((labels < 0) | (labels >= vocab))
     if bool(bad.any()):
@@ -191,17 +193,36 @@ def linear_nll(
         denominator = w.sum()
         coef = coef / torch.where(denominator != 0, denominator, torch.ones_like(denominator))
     backend = select_backend(x.device, backend)
-    chunk = chunk_size or kernels(backend).default_chunk_size(x2.shape[0], vocab)
-    loss, nll = LinearNLLFunction.apply(
-        x2,
-        weight.contiguous(),
-        None if bias is None else bias.contiguous(),
-        kernel_labels,
-        coef.contiguous(),
-        reduction,
-        chunk,
-        backend,
-    )
+    if torch.compiler.is_compiling():
+        needs_grad = [
+            x.requires_grad,
+            weight.requires_grad,
+            bias is not None and bias.requires_grad,
+        ]
+        loss, nll, *_ = linear_nll_op(
+            x2,
+            weight.contiguous(),
+            None if bias is None else bias.contiguous(),
+            kernel_labels,
+            coef.contiguous(),
+            chunk_size or 0,
+            reduction == "none",
+            needs_grad,
+            backend,
+        )
+        nll = nll.detach()
+    else:
+        chunk = chunk_size or kernels(backend).default_chunk_size(x2.shape[0], vocab)
+        loss, nll = LinearNLLFunction.apply(
+            x2,
+            weight.contiguous(),
+            None if bias is None else bias.contiguous(),
+            kernel_labels,
+            coef.contiguous(),
+            reduction,
+            chunk,
+            backend,
+        )
     if reduction == "none":
         loss = loss.reshape(out_shape)
     if return_token_logprobs:
