@@ -30,7 +30,13 @@ TEMPERATURE = 0.1
 
 FASTUNLEARN_IMPLS = ("fastunlearn-triton", "fastunlearn-cpp", "fastunlearn-torch")
 OP_IMPLS = FASTUNLEARN_IMPLS + ("eager", "compiled")
-LINEAR_NLL_IMPLS = OP_IMPLS + ("liger", "cce")
+# The opt-in Triton kernels of linear_nll (FASTUNLEARN_LINEAR_NLL_KERNEL, docs/backends.md),
+# impl name -> kernel name; timed on CUDA only, next to the default ("fastunlearn-triton").
+LINEAR_NLL_KERNEL_IMPLS = {
+    "fastunlearn-triton-epilogue": "epilogue",
+    "fastunlearn-triton-epilogue-single": "epilogue-single",
+}
+LINEAR_NLL_IMPLS = OP_IMPLS + tuple(LINEAR_NLL_KERNEL_IMPLS) + ("liger", "cce")
 STEP_IMPLS = ("fastunlearn-fused", "hf-logits")
 # (module, attribute, PyPI name) of the fused linear cross-entropy peers.
 PEERS = {
@@ -224,8 +230,34 @@ def eager_linear_nll(
     return scale * F.cross_entropy(F.linear(x, weight).float(), labels, ignore_index=IGNORE_INDEX)
 
 
+def _opt_in_linear_nll(kernel: str, device: str, scale: float) -> Callable:
+    """linear_nll on the triton backend with one of its opt-in kernels, selected for the call
+    only (the module flag that FASTUNLEARN_LINEAR_NLL_KERNEL sets at import)."""
+    if device != "cuda":
+        raise Unavailable(
+            f"the {kernel!r} linear_nll kernel is timed on CUDA only "
+            "(the Triton interpreter is for correctness)"
+        )
+    _fastunlearn_backend("fastunlearn-triton", device)
+    dispatch = importlib.import_module("fastunlearn.ops.triton_kernels.linear_nll")
+
+    def loss(x, weight, labels):
+        previous, dispatch.KERNEL = dispatch.KERNEL, kernel
+        try:
+            # chunk_size=None: the kernel's own default (the single-pass one is larger)
+            return linear_nll(
+                x, weight, labels, scale=scale, ignore_index=IGNORE_INDEX, backend="triton"
+            )
+        finally:
+            dispatch.KERNEL = previous
+
+    return loss
+
+
 def _linear_nll_loss(impl: str, device: str, scale: float) -> tuple[Callable, str | None]:
     """loss(x, weight, labels) of one implementation, and its fastunlearn backend if any."""
+    if impl in LINEAR_NLL_KERNEL_IMPLS:
+        return _opt_in_linear_nll(LINEAR_NLL_KERNEL_IMPLS[impl], device, scale), "triton"
     if impl == "liger":
         liger_loss = _peer(impl, device)(ignore_index=IGNORE_INDEX)
         return (lambda x, weight, labels: scale * liger_loss(weight, x, labels)), None

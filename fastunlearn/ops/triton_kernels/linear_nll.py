@@ -15,6 +15,9 @@ the weight's dtype once per token chunk of 2048 (the default).
 
 from __future__ import annotations
 
+import importlib
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -27,7 +30,22 @@ _MIN_VOCAB_BLOCK = 256  # narrower blocks make the matmuls launch-bound
 _MAX_ROW_BLOCK = 4096  # columns a program holds at once
 
 
+# Opt-in kernels (docs/backends.md), chosen once, at import: "cublas" is this file's path;
+# "epilogue" and "epilogue-single" are in linear_nll_epilogue.py.
+KERNEL_ENV = "FASTUNLEARN_LINEAR_NLL_KERNEL"
+KERNELS = ("cublas", "epilogue", "epilogue-single")
+KERNEL = os.environ.get(KERNEL_ENV) or "cublas"
+if KERNEL not in KERNELS:
+    raise ValueError(f"{KERNEL_ENV}={KERNEL!r} is not one of {KERNELS}")
+
+
+def _epilogue_module():
+    return importlib.import_module("fastunlearn.ops.triton_kernels.linear_nll_epilogue")
+
+
 def default_chunk_size(n_tokens: int, vocab: int) -> int:
+    if KERNEL == "epilogue-single":
+        return _epilogue_module().single_pass_chunk_size(n_tokens, vocab)
     return max(1, min(n_tokens, DEFAULT_TOKEN_CHUNK))
 
 
@@ -113,6 +131,10 @@ def _accumulate_fp32(accumulator, a, b) -> None:
 
 
 def linear_nll_fused(x, weight, bias, labels, coef, chunk_size, needs_grad):
+    if KERNEL != "cublas":
+        module = _epilogue_module()
+        fused = module.linear_nll_fused if KERNEL == "epilogue" else module.linear_nll_single_pass
+        return fused(x, weight, bias, labels, coef, chunk_size, needs_grad)
     n_tokens, hidden = x.shape
     vocab = weight.shape[0]
     need_x, need_w, need_b = needs_grad
