@@ -1,10 +1,14 @@
 """Position-weighted mean pooling (docs/ops.md).
 
 w_t = mask_t * (number of masked-in tokens at positions <= t); e = sum_t w_t h_t / sum_t w_t.
-Later tokens of a causal model have seen more context, hence the larger weight.
+Later tokens of a causal model have seen more context, hence the larger weight. The Triton
+backend builds the weights inside its forward kernel from the mask (two launches for forward
++ backward); the torch and C++ backends take them from ``position_weights``.
 """
 
 from __future__ import annotations
+
+import importlib
 
 import torch
 
@@ -29,19 +33,36 @@ def reference_position_weighted_mean_pool(hidden: torch.Tensor, mask: torch.Tens
     return pooled.to(hidden.dtype)
 
 
+def _mask_kernels(backend: str):
+    """The backend's kernels that build the weights from the mask themselves, or None.
+
+    Triton does (one launch forward, one backward, nothing on the host); the torch and C++
+    paths take the weights from ``position_weights``."""
+    if backend != "triton":
+        return None
+    return importlib.import_module("fastunlearn.ops.triton_kernels.pooling")
+
+
 class PositionWeightedMeanPoolFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, mask: torch.Tensor, backend: str) -> torch.Tensor:
+        hidden = hidden.contiguous()
+        ctx.dtype = hidden.dtype
+        fused = _mask_kernels(backend)
+        if fused is not None:
+            pooled, weights, totals = fused.pool_forward_from_mask(hidden, mask.contiguous())
+            ctx.save_for_backward(weights, totals)
+            ctx.backward_kernel = fused.pool_backward_saved
+            return pooled
         impl = kernels(backend)
         weights = position_weights(mask)
         ctx.save_for_backward(weights)
-        ctx.impl, ctx.dtype = impl, hidden.dtype
-        return impl.pool_forward(hidden.contiguous(), weights)
+        ctx.backward_kernel = impl.pool_backward
+        return impl.pool_forward(hidden, weights)
 
     @staticmethod
     def backward(ctx, grad_pooled: torch.Tensor):
-        (weights,) = ctx.saved_tensors
-        grad_hidden = ctx.impl.pool_backward(grad_pooled.contiguous(), weights, ctx.dtype)
+        grad_hidden = ctx.backward_kernel(grad_pooled.contiguous(), *ctx.saved_tensors, ctx.dtype)
         return grad_hidden, None, None
 
 
