@@ -6,6 +6,8 @@ loss_b = logsumexp_k logit_k - logit_0 = log(1 + sum_{k>=1} exp(logit_k - logit_
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 import torch.nn.functional as F
 
@@ -48,26 +50,52 @@ def _reduce(per_row: torch.Tensor, reduction: str) -> torch.Tensor:
     return per_row
 
 
+def _fused_kernels(backend: str):
+    """The backend's one-launch-each-way kernels (row reduction and incoming gradient handled
+    inside), or None: Triton has them; the torch and C++ paths reduce with PyTorch ops."""
+    if backend != "triton":
+        return None
+    return importlib.import_module("fastunlearn.ops.triton_kernels.npair")
+
+
 class NPairLossFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, anchor, cand, cand_mask, temperature, cosine, reduction, backend):
-        impl = kernels(backend)
         anchor, cand = anchor.contiguous(), cand.contiguous()
-        per_row, logits = impl.npair_forward(
-            anchor, cand, cand_mask, 1.0 / temperature, cosine, COSINE_EPS
+        ctx.inv_temperature, ctx.cosine, ctx.reduction = 1.0 / temperature, cosine, reduction
+        ctx.fused = _fused_kernels(backend)
+        if ctx.fused is not None:
+            loss, logits = ctx.fused.npair_forward_reduced(
+                anchor, cand, cand_mask, ctx.inv_temperature, cosine, COSINE_EPS, reduction
+            )
+            ctx.save_for_backward(anchor, cand, logits)
+            ctx.mark_non_differentiable(logits)
+            return loss, logits
+        ctx.impl = kernels(backend)
+        if cand_mask is None:
+            cand_mask = torch.ones(cand.shape[:2], dtype=torch.bool, device=cand.device)
+        per_row, logits = ctx.impl.npair_forward(
+            anchor, cand, cand_mask, ctx.inv_temperature, cosine, COSINE_EPS
         )
         ctx.save_for_backward(anchor, cand, cand_mask, logits)
-        ctx.impl, ctx.inv_temperature, ctx.cosine, ctx.reduction = (
-            impl,
-            1.0 / temperature,
-            cosine,
-            reduction,
-        )
         ctx.mark_non_differentiable(logits)
         return _reduce(per_row, reduction), logits
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_logits):
+        if ctx.fused is not None:
+            anchor, cand, logits = ctx.saved_tensors
+            grad_anchor, grad_cand = ctx.fused.npair_backward_reduced(
+                grad_loss,
+                anchor,
+                cand,
+                logits,
+                ctx.inv_temperature,
+                ctx.cosine,
+                COSINE_EPS,
+                ctx.reduction,
+            )
+            return grad_anchor, grad_cand, None, None, None, None, None
         anchor, cand, cand_mask, logits = ctx.saved_tensors
         rows = anchor.shape[0]
         grad_rows = grad_loss.float().expand(rows) if ctx.reduction != "none" else grad_loss.float()
@@ -86,6 +114,15 @@ class NPairLossFunction(torch.autograd.Function):
         return grad_anchor, grad_cand, None, None, None, None, None
 
 
+def _check_positive_kept(cand_mask: torch.Tensor) -> None:
+    # A host read, so only where it costs nothing: CPU tensors (as linear_nll's label range
+    # check). Elsewhere the op keeps column 0 whatever the mask says (see npair_loss).
+    if cand_mask.device.type != "cpu":
+        return
+    if not bool(cand_mask[:, 0].all()):
+        raise ValueError("cand_mask[:, 0] must be True: column 0 is each row's positive")
+
+
 def npair_loss(
     anchor: torch.Tensor,
     cand: torch.Tensor,
@@ -99,9 +136,11 @@ def npair_loss(
 ):
     """N-pair loss of anchor[B,D] against cand[B,K,D] (column 0 the positive).
 
-    ``cand_mask[B,K]`` (bool) leaves out candidates so rows may have different numbers of
-    negatives; column 0 must stay in. With ``return_logits`` also returns the detached fp32
-    logits [B,K] (-inf where masked), e.g. for accuracy logging. The loss is fp32. An empty
+    ``cand_mask[B,K]`` (bool; nonzero = kept) leaves out candidates so rows may have different
+    numbers of negatives; column 0 must stay in: checked on CPU tensors (ValueError), and
+    treated as kept whatever the mask says elsewhere, where checking would be a host read.
+    With ``return_logits`` also returns the detached fp32 logits [B,K] (-inf where masked),
+    e.g. for accuracy logging. The loss is fp32. An empty
     batch (B = 0) gives a loss of 0 ("none": an empty [0]) and empty gradients.
     ``temperature`` is a positive finite Python number (not a bool or tensor).
     """
@@ -131,16 +170,24 @@ def npair_loss(
         raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if cand_mask is None:
-        cand_mask = torch.ones(cand.shape[:2], dtype=torch.bool, device=cand.device)
-    else:
+    if cand_mask is not None:
         check_tensor("cand_mask", cand_mask)
         check_shape("cand_mask", cand_mask, cand.shape[:2], "[B, K] of cand")
-        check_same_device(anchor=anchor, cand=cand, cand_mask=cand_mask)
-        cand_mask = cand_mask.bool().contiguous()
-        if not bool(cand_mask[:, 0].all()):
-            raise ValueError("cand_mask[:, 0] must be True: column 0 is each row's positive")
-    check_same_device(anchor=anchor, cand=cand)
+    check_same_device(anchor=anchor, cand=cand, cand_mask=cand_mask)
+    if cand_mask is not None:
+        _check_positive_kept(cand_mask)
+    backend = select_backend(anchor.device, backend)
+    if cand_mask is not None:
+        if backend == "triton":
+            # Any dtype (nonzero = kept), and column 0 kept by the kernel: no conversion launch.
+            cand_mask = cand_mask.contiguous()
+        else:
+            cand_mask = cand_mask.bool().contiguous()
+            if cand_mask.device.type != "cpu":
+                # These kernels honour the mask as given, so column 0 is set here (off the
+                # hot path: CUDA tensors run Triton unless told otherwise).
+                cand_mask = cand_mask.clone()
+                cand_mask[:, 0] = True
     loss, logits = NPairLossFunction.apply(
         anchor,
         cand,
@@ -148,6 +195,6 @@ def npair_loss(
         temperature,
         similarity == "cosine",
         reduction,
-        select_backend(anchor.device, backend),
+        backend,
     )
     return (loss, logits) if return_logits else loss

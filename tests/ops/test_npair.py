@@ -170,3 +170,192 @@ def test_temperature_accepts_ints_and_numpy_numbers(generator):
     expected = npair_loss(anchor, cand, 2.0, backend="torch")
     for temperature in (2, np.float32(2.0), np.int64(2)):
         torch.testing.assert_close(npair_loss(anchor, cand, temperature, backend="torch"), expected)
+
+
+def test_left_out_positive_is_refused_on_cpu_and_kept_elsewhere(device_backend, generator):
+    """Column 0 is checked where that costs no host read (CPU tensors, as linear_nll's label
+    range); on a device the op keeps column 0 whatever the mask says, so the loss and its
+    gradients are those of the mask with column 0 set, finite, and nothing synchronises."""
+    device, backend = device_backend
+    anchor = torch.randn(3, 8, generator=generator).to(device).requires_grad_()
+    cand = torch.randn(3, 4, 8, generator=generator).to(device).requires_grad_()
+    mask = torch.tensor([[False, True, True, False], [True, True, False, True], [False] * 4])
+    if device.type == "cpu":
+        with pytest.raises(ValueError, match=r"cand_mask\[:, 0\] must be True"):
+            npair_loss(anchor, cand, 0.5, cand_mask=mask.to(device), backend=backend)
+        return
+    loss, logits = npair_loss(
+        anchor, cand, 0.5, cand_mask=mask.to(device), return_logits=True, backend=backend
+    )
+    grads = torch.autograd.grad(loss, (anchor, cand))
+    kept = mask.clone()
+    kept[:, 0] = True
+    expected, expected_logits = npair_loss(
+        anchor, cand, 0.5, cand_mask=kept.to(device), return_logits=True, backend=backend
+    )
+    expected_grads = torch.autograd.grad(expected, (anchor, cand))
+    assert torch.isfinite(loss) and torch.isfinite(logits[:, 0]).all()
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(logits, expected_logits)
+    for got, wanted in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, wanted)
+
+
+# ---------------------------------------------------------------------------------------------
+# Triton: one launch forward (rows reduced in it), one backward (the incoming gradient read by
+# the kernel); column 0 kept by the kernel.
+
+
+def _triton_device(monkeypatch):
+    pytest.importorskip("triton")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    return torch.device("cpu")
+
+
+def test_triton_kernel_keeps_a_left_out_positive(monkeypatch, generator):
+    device = _triton_device(monkeypatch)
+    from fastunlearn.ops.triton_kernels import npair as triton_npair
+
+    anchor = torch.randn(3, 8, generator=generator).to(device)
+    cand = torch.randn(3, 4, 8, generator=generator).to(device)
+    mask = torch.tensor([[False, True, True, False], [True, True, False, True], [False] * 4])
+    kept = mask.clone()
+    kept[:, 0] = True
+    for reduction in ("mean", "none"):
+        got = triton_npair.npair_forward_reduced(
+            anchor, cand, mask.to(device), 2.0, True, 1e-8, reduction
+        )
+        wanted = triton_npair.npair_forward_reduced(
+            anchor, cand, kept.to(device), 2.0, True, 1e-8, reduction
+        )
+        for actual, expected in zip(got, wanted, strict=True):
+            assert torch.equal(actual, expected)
+    loss, logits = got
+    assert torch.isfinite(loss).all() and torch.isfinite(logits[:, 0]).all()
+    assert torch.isinf(logits[~kept.to(device)]).all()
+
+
+@pytest.mark.parametrize("mask_dtype", [torch.int64, torch.float32, torch.uint8])
+def test_triton_mask_of_any_dtype(monkeypatch, generator, mask_dtype):
+    device = _triton_device(monkeypatch)
+    anchor = torch.randn(4, 16, generator=generator).to(device)
+    cand = torch.randn(4, 5, 16, generator=generator).to(device)
+    mask = random_candidate_mask(4, 5, generator)
+    expected = npair_loss(anchor, cand, 0.3, cand_mask=mask.to(device), backend="triton")
+    got = npair_loss(anchor, cand, 0.3, cand_mask=mask.to(device, mask_dtype), backend="triton")
+    assert torch.equal(got, expected)
+
+
+def test_triton_reduction_in_launch_many_rows_and_repeated(monkeypatch, generator):
+    """More rows than one block of the final sum (3 blocks of 16 here, of 1024 by default),
+    and repeated launches: each leaves its arrival counter at 0 for the next, so every call
+    gives the same, reference, loss."""
+    device = _triton_device(monkeypatch)
+    from fastunlearn.ops.triton_kernels import npair as triton_npair
+
+    monkeypatch.setattr(triton_npair, "_SUM_BLOCK", 16)
+    anchor = torch.randn(40, 4, generator=generator)
+    cand = torch.randn(40, 2, 4, generator=generator)
+    a, c = anchor.to(device).requires_grad_(), cand.to(device).requires_grad_()
+    for reduction in ("mean", "sum"):
+        expected, _ = reference_npair_loss(anchor, cand, 0.5, reduction=reduction)
+        results = [npair_loss(a, c, 0.5, reduction=reduction, backend="triton") for _ in range(3)]
+        for loss in results:
+            assert loss.shape == () and loss.dtype == torch.float32
+            torch.testing.assert_close(loss.cpu(), expected, rtol=1e-5, atol=1e-5)
+            assert torch.equal(loss, results[0])  # the same summation order every time
+    grads = torch.autograd.grad(npair_loss(a, c, 0.5, backend="triton"), (a, c))
+    ref_a, ref_c = anchor.clone().requires_grad_(), cand.clone().requires_grad_()
+    expected_grads = torch.autograd.grad(reference_npair_loss(ref_a, ref_c, 0.5)[0], (ref_a, ref_c))
+    for got, wanted in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got.cpu(), wanted, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("layout", ["expanded", "strided"])
+def test_triton_backward_reads_a_strided_incoming_gradient(monkeypatch, generator, layout):
+    """reduction="none" then .sum() hands backward an expanded (stride 0) gradient; the
+    kernel reads it, and any other stride, in place: no copy launch."""
+    device = _triton_device(monkeypatch)
+    anchor = torch.randn(5, 12, generator=generator).to(device)
+    cand = torch.randn(5, 3, 12, generator=generator).to(device)
+    grad = (
+        torch.tensor(0.7).expand(5)
+        if layout == "expanded"
+        else torch.randn(10, generator=generator)[::2]
+    )
+    results = []
+    for backend in ("triton", "torch"):
+        a, c = anchor.clone().requires_grad_(), cand.clone().requires_grad_()
+        loss = npair_loss(a, c, 0.2, reduction="none", backend=backend)
+        results.append(torch.autograd.grad(loss, (a, c), grad.to(device)))
+    for got, wanted in zip(*results, strict=True):
+        torch.testing.assert_close(got, wanted, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["no-mask", "mask"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_triton_one_launch_each_way(monkeypatch, masked, reduction):
+    device = _triton_device(monkeypatch)
+    from fastunlearn.ops import npair as npair_op
+    from fastunlearn.ops.triton_kernels import npair as triton_npair
+
+    launches = []
+
+    class Counted:
+        def __init__(self, name):
+            self.name, self.kernel = name, getattr(triton_npair, name)
+
+        def __getitem__(self, grid):
+            launches.append(self.name)
+            return self.kernel[grid]
+
+    for name in ("_npair_fwd_kernel", "_npair_bwd_kernel"):
+        monkeypatch.setattr(triton_npair, name, Counted(name))
+
+    def torch_reduction(per_row, reduction):
+        raise AssertionError("the Triton path reduced the rows with PyTorch ops")
+
+    monkeypatch.setattr(npair_op, "_reduce", torch_reduction)
+    triton_npair._counter(device)  # the counter is allocated (and zeroed) on first use only
+    anchor = torch.randn(6, 20, device=device, requires_grad=True)
+    cand = torch.randn(6, 4, 20, device=device, requires_grad=True)
+    mask = torch.ones(6, 4, dtype=torch.bool, device=device) if masked else None
+    loss = npair_loss(anchor, cand, 0.1, cand_mask=mask, reduction=reduction, backend="triton")
+    loss.backward(torch.ones_like(loss))
+    assert launches == ["_npair_fwd_kernel", "_npair_bwd_kernel"]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("masked", [False, True], ids=["no-mask", "mask"])
+def test_triton_two_cuda_kernels_per_forward_backward(masked):
+    """On the device, forward ("mean") + backward is exactly two kernels: no ones() for a
+    missing mask, no mean, no gradient expand/divide/copy, no host read of the mask."""
+    from torch.profiler import ProfilerActivity, profile
+
+    anchor = torch.randn(64, 2048, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    cand = torch.randn(64, 5, 2048, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    mask = torch.ones(64, 5, dtype=torch.bool, device="cuda") if masked else None
+    grad = torch.ones((), device="cuda")
+    for _ in range(2):  # compile and allocate the counter outside the profile
+        torch.autograd.grad(npair_loss(anchor, cand, 0.1, cand_mask=mask), (anchor, cand), grad)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        torch.autograd.grad(npair_loss(anchor, cand, 0.1, cand_mask=mask), (anchor, cand), grad)
+        torch.cuda.synchronize()
+    kernels = [
+        event.name for event in prof.events() if event.device_type == torch.autograd.DeviceType.CUDA
+    ]
+    assert len(kernels) == 2, kernels
+
+
+@pytest.mark.cuda
+def test_triton_reduction_is_deterministic_on_cuda():
+    """Whichever program arrives last, the rows are summed in row order: bitwise repeatable."""
+    anchor = torch.randn(4096, 256, device="cuda")
+    cand = torch.randn(4096, 6, 256, device="cuda")
+    losses = [npair_loss(anchor, cand, 0.1) for _ in range(20)]
+    assert all(torch.equal(loss, losses[0]) for loss in losses)
+    expected, _ = reference_npair_loss(anchor, cand, 0.1)
+    torch.testing.assert_close(losses[0], expected, rtol=1e-5, atol=1e-5)

@@ -1,4 +1,10 @@
-"""N-pair loss: one program per row holds its K candidate dot products and norms."""
+"""N-pair loss: one program per row holds its K candidate dot products and norms.
+
+The op's path (``npair_forward_reduced`` / ``npair_backward_reduced``) is one launch each way:
+the forward also reduces the rows ("mean" / "sum") in the same launch, and the backward reads
+the incoming gradient (a scalar, or per row at any stride) itself. ``npair_forward`` /
+``npair_backward`` are the per-row kernel contract of ``fastunlearn.ops.torch_kernels``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ import triton.language as tl
 # registers per element: beyond 4096 elements the sm_90 backward spills.
 _TILE = 8192
 _TALL_TILE = 4096
+# Rows summed per step by the program that reduces "mean" / "sum" in the forward launch.
+_SUM_BLOCK = 1024
 
 
 @triton.jit
@@ -32,13 +40,20 @@ def _npair_fwd_kernel(
     mask_ptr,
     loss_ptr,
     logits_ptr,
+    row_loss_ptr,
+    counter_ptr,
+    rows,
     K,
     D,
     inv_temperature,
     eps,
+    divisor,
     COSINE: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    REDUCE: tl.constexpr,
     BLOCK_K: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    BLOCK_B: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     ks = tl.arange(0, BLOCK_K)
@@ -57,14 +72,34 @@ def _npair_fwd_kernel(
         sim = dot / (
             tl.maximum(tl.sqrt(tl.sum(a_sq, axis=0)), eps) * tl.maximum(tl.sqrt(c_sq), eps)
         )
-    keep = tl.load(mask_ptr + row * K + ks, mask=k_in, other=0) != 0
+    keep = k_in
+    if HAS_MASK:
+        # Column 0 (the positive) is kept whatever the mask says: the op checks it on CPU
+        # only (a host read elsewhere), and a left-out positive would make the loss infinite.
+        keep = keep & ((tl.load(mask_ptr + row * K + ks, mask=k_in, other=0) != 0) | (ks == 0))
     logits = tl.where(keep, sim * inv_temperature, float("-inf"))
     # Column 0 is always kept, so the max is finite.
     top = tl.max(logits, axis=0)
     lse = top + tl.log(tl.sum(tl.exp(logits - top), axis=0))
     positive = tl.sum(tl.where(ks == 0, logits, 0.0), axis=0)
     tl.store(logits_ptr + row * K + ks, logits, mask=k_in)
-    tl.store(loss_ptr + row, lse - positive)
+    if REDUCE:
+        # "mean" / "sum" in this launch: every program leaves its row's loss, then counts
+        # itself in; the last to arrive sums all rows in row order (the same order whichever
+        # program is last: deterministic), divides, and sets the counter back to 0 for the
+        # next launch. The barrier and the acq_rel atomic publish the row loss before the count.
+        tl.store(row_loss_ptr + row, lse - positive)
+        tl.debug_barrier()
+        arrived = tl.atomic_add(counter_ptr, 1, sem="acq_rel")
+        if arrived == rows - 1:
+            total = tl.zeros((BLOCK_B,), dtype=tl.float32)
+            for r0 in range(0, rows, BLOCK_B):
+                rs = r0 + tl.arange(0, BLOCK_B)
+                total += tl.load(row_loss_ptr + rs, mask=rs < rows, other=0.0, cache_modifier=".cg")
+            tl.store(loss_ptr, tl.sum(total, axis=0) / divisor)
+            tl.atomic_xchg(counter_ptr, 0)
+    else:
+        tl.store(loss_ptr + row, lse - positive)
 
 
 @triton.jit
@@ -111,6 +146,8 @@ def _npair_bwd_kernel(
     D,
     inv_temperature,
     eps,
+    grad_stride,
+    divisor,
     COSINE: tl.constexpr,
     SINGLE_BLOCK: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -123,7 +160,10 @@ def _npair_bwd_kernel(
     logits = tl.load(logits_ptr + row * K + ks, mask=k_in, other=float("-inf"))
     p = tl.exp(logits - tl.max(logits, axis=0))
     p = p / tl.sum(p, axis=0)
-    grad_sim = (p - tl.where(ks == 0, 1.0, 0.0)) * (tl.load(grad_loss_ptr + row) * inv_temperature)
+    # The row's incoming gradient: grad_loss[row] for "none" (any stride), the one scalar
+    # (stride 0) for "sum", and that scalar / rows for "mean".
+    grad_row = tl.load(grad_loss_ptr + row * grad_stride).to(tl.float32) / divisor
+    grad_sim = (p - tl.where(ks == 0, 1.0, 0.0)) * (grad_row * inv_temperature)
 
     dot = tl.zeros((BLOCK_K,), dtype=tl.float32)
     c_sq = tl.zeros((BLOCK_K,), dtype=tl.float32)
@@ -192,39 +232,69 @@ def _blocks(num_cand: int, dim: int) -> tuple[int, int, int]:
     return block_k, block_d, num_warps
 
 
-def npair_forward(anchor, cand, cand_mask, inv_temperature, cosine, eps):
-    assert anchor.is_contiguous() and cand.is_contiguous() and cand_mask.is_contiguous()
+# One zeroed int32 counter per (device, stream) for the in-launch reduction; each launch leaves
+# it at 0. Launches on one stream run in order; another stream gets its own counter.
+_COUNTERS: dict[tuple, torch.Tensor] = {}
+
+
+def _counter(device: torch.device) -> torch.Tensor:
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    key = (device, stream)
+    counter = _COUNTERS.get(key)
+    if counter is None:  # allocated and zeroed once: later launches need no memset
+        counter = _COUNTERS[key] = torch.zeros(1, dtype=torch.int32, device=device)
+    return counter
+
+
+def npair_forward_reduced(anchor, cand, cand_mask, inv_temperature, cosine, eps, reduction):
+    """One launch: (loss, logits[B,K] f32). ``reduction`` "mean" / "sum" gives the fp32 scalar
+    (0 for B = 0), "none" the per-row losses [B]. ``cand_mask`` may be None (all kept); any
+    dtype, nonzero = kept; column 0 is kept whatever it holds."""
+    assert anchor.is_contiguous() and cand.is_contiguous()
+    assert cand_mask is None or cand_mask.is_contiguous()
     rows, num_cand, dim = cand.shape
-    loss = torch.empty(rows, dtype=torch.float32, device=anchor.device)
-    logits = torch.empty((rows, num_cand), dtype=torch.float32, device=anchor.device)
+    device = anchor.device
+    reduce = reduction != "none"
+    logits = torch.empty((rows, num_cand), dtype=torch.float32, device=device)
     if rows == 0:
+        loss = torch.zeros(() if reduce else (0,), dtype=torch.float32, device=device)
         return loss, logits
+    loss = torch.empty(() if reduce else (rows,), dtype=torch.float32, device=device)
+    row_loss = torch.empty(rows, dtype=torch.float32, device=device) if reduce else loss
+    if cand_mask is not None and cand_mask.dtype == torch.bool:
+        cand_mask = cand_mask.view(torch.uint8)  # same bytes; Triton reads bool pointers as int1
     block_k, block_d, num_warps = _blocks(num_cand, dim)
     _npair_fwd_kernel[(rows,)](
         anchor,
         cand,
-        cand_mask.view(torch.uint8),
+        logits if cand_mask is None else cand_mask,  # not read without HAS_MASK
         loss,
         logits,
+        row_loss,
+        _counter(device) if reduce else row_loss,
+        rows,
         num_cand,
         dim,
         inv_temperature,
         eps,
+        float(rows) if reduction == "mean" else 1.0,
         COSINE=cosine,
+        HAS_MASK=cand_mask is not None,
+        REDUCE=reduce,
         BLOCK_K=block_k,
         BLOCK_D=block_d,
+        BLOCK_B=min(triton.next_power_of_2(rows), _SUM_BLOCK),
         num_warps=num_warps,
     )
     return loss, logits
 
 
-def npair_backward(grad_loss, anchor, cand, cand_mask, logits, inv_temperature, cosine, eps):
-    assert (
-        grad_loss.is_contiguous()
-        and anchor.is_contiguous()
-        and cand.is_contiguous()
-        and logits.is_contiguous()
-    )
+def npair_backward_reduced(
+    grad_loss, anchor, cand, logits, inv_temperature, cosine, eps, reduction
+):
+    """One launch: (grad_anchor, grad_cand) from the forward's logits. ``grad_loss``: the
+    scalar's gradient for "mean" / "sum", else [B] of any stride (an expanded one included)."""
+    assert anchor.is_contiguous() and cand.is_contiguous() and logits.is_contiguous()
     rows, num_cand, dim = cand.shape
     grad_anchor = torch.empty_like(anchor)
     grad_cand = torch.empty_like(cand)
@@ -242,6 +312,8 @@ def npair_backward(grad_loss, anchor, cand, cand_mask, logits, inv_temperature, 
         dim,
         inv_temperature,
         eps,
+        0 if reduction != "none" else grad_loss.stride(0),
+        float(rows) if reduction == "mean" else 1.0,
         COSINE=cosine,
         SINGLE_BLOCK=dim <= block_d,
         BLOCK_K=block_k,
@@ -249,3 +321,15 @@ def npair_backward(grad_loss, anchor, cand, cand_mask, logits, inv_temperature, 
         num_warps=num_warps,
     )
     return grad_anchor, grad_cand
+
+
+def npair_forward(anchor, cand, cand_mask, inv_temperature, cosine, eps):
+    assert cand_mask.is_contiguous()
+    return npair_forward_reduced(anchor, cand, cand_mask, inv_temperature, cosine, eps, "none")
+
+
+def npair_backward(grad_loss, anchor, cand, cand_mask, logits, inv_temperature, cosine, eps):
+    assert grad_loss.is_contiguous()
+    return npair_backward_reduced(
+        grad_loss, anchor, cand, logits, inv_temperature, cosine, eps, "none"
+    )
