@@ -10,6 +10,7 @@ import importlib
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from fastunlearn.ops.backend import kernels, select_backend
 from fastunlearn.ops.validation import (
@@ -58,66 +59,127 @@ def _fused_kernels(backend: str):
     return importlib.import_module("fastunlearn.ops.triton_kernels.npair")
 
 
+def _forward(anchor, cand, cand_mask, inv_temperature, cosine, reduction, backend):
+    """(loss, logits[B, K] fp32) on ``backend``."""
+    anchor, cand = anchor.contiguous(), cand.contiguous()
+    fused = _fused_kernels(backend)
+    if fused is not None:
+        return fused.npair_forward_reduced(
+            anchor, cand, cand_mask, inv_temperature, cosine, COSINE_EPS, reduction
+        )
+    if cand_mask is None:
+        cand_mask = torch.ones(cand.shape[:2], dtype=torch.bool, device=cand.device)
+    per_row, logits = kernels(backend).npair_forward(
+        anchor, cand, cand_mask, inv_temperature, cosine, COSINE_EPS
+    )
+    return _reduce(per_row, reduction), logits
+
+
+def _backward(
+    grad_loss, anchor, cand, cand_mask, logits, inv_temperature, cosine, reduction, backend
+):
+    """(grad_anchor, grad_cand) from forward's logits."""
+    anchor, cand = anchor.contiguous(), cand.contiguous()
+    fused = _fused_kernels(backend)
+    if fused is not None:
+        return fused.npair_backward_reduced(
+            grad_loss, anchor, cand, logits, inv_temperature, cosine, COSINE_EPS, reduction
+        )
+    if cand_mask is None:
+        cand_mask = torch.ones(cand.shape[:2], dtype=torch.bool, device=cand.device)
+    rows = anchor.shape[0]
+    grad_rows = grad_loss.float().expand(rows) if reduction != "none" else grad_loss.float()
+    if reduction == "mean":
+        grad_rows = grad_rows / rows
+    return kernels(backend).npair_backward(
+        grad_rows.contiguous(), anchor, cand, cand_mask, logits, inv_temperature, cosine, COSINE_EPS
+    )
+
+
 class NPairLossFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, anchor, cand, cand_mask, temperature, cosine, reduction, backend):
-        anchor, cand = anchor.contiguous(), cand.contiguous()
-        ctx.inv_temperature, ctx.cosine, ctx.reduction = 1.0 / temperature, cosine, reduction
-        ctx.fused = _fused_kernels(backend)
-        if ctx.fused is not None:
-            loss, logits = ctx.fused.npair_forward_reduced(
-                anchor, cand, cand_mask, ctx.inv_temperature, cosine, COSINE_EPS, reduction
-            )
-            ctx.save_for_backward(anchor, cand, logits)
-            ctx.mark_non_differentiable(logits)
-            return loss, logits
-        ctx.impl = kernels(backend)
-        if cand_mask is None:
-            cand_mask = torch.ones(cand.shape[:2], dtype=torch.bool, device=cand.device)
-        per_row, logits = ctx.impl.npair_forward(
-            anchor, cand, cand_mask, ctx.inv_temperature, cosine, COSINE_EPS
+        inv_temperature = 1.0 / temperature
+        loss, logits = _forward(
+            anchor, cand, cand_mask, inv_temperature, cosine, reduction, backend
         )
+        ctx.settings = (inv_temperature, cosine, reduction, backend)
         ctx.save_for_backward(anchor, cand, cand_mask, logits)
         ctx.mark_non_differentiable(logits)
-        return _reduce(per_row, reduction), logits
+        return loss, logits
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_logits):
-        if ctx.fused is not None:
-            anchor, cand, logits = ctx.saved_tensors
-            grad_anchor, grad_cand = ctx.fused.npair_backward_reduced(
-                grad_loss,
-                anchor,
-                cand,
-                logits,
-                ctx.inv_temperature,
-                ctx.cosine,
-                COSINE_EPS,
-                ctx.reduction,
-            )
-            return grad_anchor, grad_cand, None, None, None, None, None
-        anchor, cand, cand_mask, logits = ctx.saved_tensors
-        rows = anchor.shape[0]
-        grad_rows = grad_loss.float().expand(rows) if ctx.reduction != "none" else grad_loss.float()
-        if ctx.reduction == "mean":
-            grad_rows = grad_rows / rows
-        grad_anchor, grad_cand = ctx.impl.npair_backward(
-            grad_rows.contiguous(),
-            anchor,
-            cand,
-            cand_mask,
-            logits,
-            ctx.inv_temperature,
-            ctx.cosine,
-            COSINE_EPS,
-        )
-        return grad_anchor, grad_cand, None, None, None, None, None
+        grads = _backward(grad_loss, *ctx.saved_tensors, *ctx.settings)
+        return *grads, None, None, None, None, None
+
+
+# Under torch.compile: the same forward and backward as torch.library custom ops, opaque to
+# the tracer (no graph break), with fakes that give their output shapes.
+
+
+@torch.library.custom_op("fastunlearn::npair_loss", mutates_args=())
+def _npair_op(
+    anchor: Tensor,
+    cand: Tensor,
+    cand_mask: Tensor | None,
+    inv_temperature: float,
+    cosine: bool,
+    reduction: str,
+    backend: str,
+) -> tuple[Tensor, Tensor]:
+    return _forward(anchor, cand, cand_mask, inv_temperature, cosine, reduction, backend)
+
+
+@_npair_op.register_fake
+def _(anchor, cand, cand_mask, inv_temperature, cosine, reduction, backend):
+    rows, candidates = cand.shape[:2]
+    loss_shape = (rows,) if reduction == "none" else ()
+    logits = anchor.new_empty((rows, candidates), dtype=torch.float32)
+    return logits.new_empty(loss_shape), logits
+
+
+@torch.library.custom_op("fastunlearn::npair_loss_backward", mutates_args=())
+def _npair_backward_op(
+    grad_loss: Tensor,
+    anchor: Tensor,
+    cand: Tensor,
+    cand_mask: Tensor | None,
+    logits: Tensor,
+    inv_temperature: float,
+    cosine: bool,
+    reduction: str,
+    backend: str,
+) -> tuple[Tensor, Tensor]:
+    return _backward(
+        grad_loss, anchor, cand, cand_mask, logits, inv_temperature, cosine, reduction, backend
+    )
+
+
+@_npair_backward_op.register_fake
+def _(grad_loss, anchor, cand, cand_mask, logits, inv_temperature, cosine, reduction, backend):
+    return torch.empty_like(anchor), torch.empty_like(cand)
+
+
+def _npair_setup(ctx, inputs, output):
+    anchor, cand, cand_mask, *settings = inputs
+    ctx.settings = tuple(settings)
+    ctx.save_for_backward(anchor, cand, cand_mask, output[1])
+
+
+def _npair_backward_formula(ctx, grad_loss, _grad_logits):
+    grads = _npair_backward_op(grad_loss, *ctx.saved_tensors, *ctx.settings)
+    return *grads, None, None, None, None, None
+
+
+_npair_op.register_autograd(_npair_backward_formula, setup_context=_npair_setup)
 
 
 def _check_positive_kept(cand_mask: torch.Tensor) -> None:
-    # A host read, so only where it costs nothing: CPU tensors (as linear_nll's label range
-    # check). Elsewhere the op keeps column 0 whatever the mask says (see npair_loss).
-    if cand_mask.device.type != "cpu":
+    # A host read, so only where it costs nothing: eager CPU tensors (as linear_nll's label
+    # range check). Elsewhere, a traced graph included, the op keeps column 0 whatever the mask
+    # says (see npair_loss).
+    if cand_mask.device.type != "cpu" or torch.compiler.is_compiling():
         return
     if not bool(cand_mask[:, 0].all()):
         raise ValueError("cand_mask[:, 0] must be True: column 0 is each row's positive")
@@ -183,18 +245,19 @@ def npair_loss(
             cand_mask = cand_mask.contiguous()
         else:
             cand_mask = cand_mask.bool().contiguous()
-            if cand_mask.device.type != "cpu":
+            if cand_mask.device.type != "cpu" or torch.compiler.is_compiling():
                 # These kernels honour the mask as given, so column 0 is set here (off the
                 # hot path: CUDA tensors run Triton unless told otherwise).
                 cand_mask = cand_mask.clone()
                 cand_mask[:, 0] = True
-    loss, logits = NPairLossFunction.apply(
-        anchor,
-        cand,
-        cand_mask,
-        temperature,
-        similarity == "cosine",
-        reduction,
-        backend,
-    )
+    cosine = similarity == "cosine"
+    if torch.compiler.is_compiling():
+        loss, logits = _npair_op(
+            anchor, cand, cand_mask, 1.0 / temperature, cosine, reduction, backend
+        )
+        logits = logits.detach()
+    else:
+        loss, logits = NPairLossFunction.apply(
+            anchor, cand, cand_mask, temperature, cosine, reduction, backend
+        )
     return (loss, logits) if return_logits else loss

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 
 import torch
+from torch import Tensor
 
 from fastunlearn.ops.backend import kernels, select_backend
 from fastunlearn.ops.validation import check_same_device, check_shape, check_tensor
@@ -43,27 +44,81 @@ def _mask_kernels(backend: str):
     return importlib.import_module("fastunlearn.ops.triton_kernels.pooling")
 
 
+def _forward(hidden: Tensor, mask: Tensor, backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    """(pooled, weights, row sums): the weights unnormalised with their sums (Triton), or
+    normalised with an empty tensor for the sums (torch, C++)."""
+    fused = _mask_kernels(backend)
+    if fused is not None:
+        return fused.pool_forward_from_mask(hidden.contiguous(), mask.contiguous())
+    weights = position_weights(mask)
+    pooled = kernels(backend).pool_forward(hidden.contiguous(), weights)
+    return pooled, weights, weights.new_empty(0)
+
+
+def _backward(
+    grad_pooled: Tensor, weights: Tensor, totals: Tensor, dtype: torch.dtype, backend: str
+) -> Tensor:
+    fused = _mask_kernels(backend)
+    if fused is not None:
+        return fused.pool_backward_saved(grad_pooled.contiguous(), weights, totals, dtype)
+    return kernels(backend).pool_backward(grad_pooled.contiguous(), weights, dtype)
+
+
 class PositionWeightedMeanPoolFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, mask: torch.Tensor, backend: str) -> torch.Tensor:
-        hidden = hidden.contiguous()
-        ctx.dtype = hidden.dtype
-        fused = _mask_kernels(backend)
-        if fused is not None:
-            pooled, weights, totals = fused.pool_forward_from_mask(hidden, mask.contiguous())
-            ctx.save_for_backward(weights, totals)
-            ctx.backward_kernel = fused.pool_backward_saved
-            return pooled
-        impl = kernels(backend)
-        weights = position_weights(mask)
-        ctx.save_for_backward(weights)
-        ctx.backward_kernel = impl.pool_backward
-        return impl.pool_forward(hidden, weights)
+    def forward(ctx, hidden: Tensor, mask: Tensor, backend: str) -> Tensor:
+        pooled, weights, totals = _forward(hidden, mask, backend)
+        ctx.dtype, ctx.backend = hidden.dtype, backend
+        ctx.save_for_backward(weights, totals)
+        return pooled
 
     @staticmethod
-    def backward(ctx, grad_pooled: torch.Tensor):
-        grad_hidden = ctx.backward_kernel(grad_pooled.contiguous(), *ctx.saved_tensors, ctx.dtype)
-        return grad_hidden, None, None
+    def backward(ctx, grad_pooled: Tensor):
+        weights, totals = ctx.saved_tensors
+        return _backward(grad_pooled, weights, totals, ctx.dtype, ctx.backend), None, None
+
+
+# Under torch.compile: the same forward and backward as torch.library custom ops, opaque to
+# the tracer (no graph break), with fakes that give their output shapes.
+
+
+@torch.library.custom_op("fastunlearn::position_weighted_mean_pool", mutates_args=())
+def _pool_op(hidden: Tensor, mask: Tensor, backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    return _forward(hidden, mask, backend)
+
+
+@_pool_op.register_fake
+def _(hidden, mask, backend):
+    rows, length, dim = hidden.shape
+    weights = hidden.new_empty((rows, length), dtype=torch.float32)
+    totals = weights.new_empty(rows if _mask_kernels(backend) is not None else 0)
+    return hidden.new_empty((rows, dim)), weights, totals
+
+
+@torch.library.custom_op("fastunlearn::position_weighted_mean_pool_backward", mutates_args=())
+def _pool_backward_op(
+    grad_pooled: Tensor, weights: Tensor, totals: Tensor, dtype: torch.dtype, backend: str
+) -> Tensor:
+    return _backward(grad_pooled, weights, totals, dtype, backend)
+
+
+@_pool_backward_op.register_fake
+def _(grad_pooled, weights, totals, dtype, backend):
+    return grad_pooled.new_empty((*weights.shape, grad_pooled.shape[1]), dtype=dtype)
+
+
+def _pool_setup(ctx, inputs, output):
+    hidden, _, backend = inputs
+    ctx.dtype, ctx.backend = hidden.dtype, backend
+    ctx.save_for_backward(output[1], output[2])
+
+
+def _pool_backward_formula(ctx, grad_pooled, _grad_weights, _grad_totals):
+    weights, totals = ctx.saved_tensors
+    return _pool_backward_op(grad_pooled, weights, totals, ctx.dtype, ctx.backend), None, None
+
+
+_pool_op.register_autograd(_pool_backward_formula, setup_context=_pool_setup)
 
 
 def position_weighted_mean_pool(
@@ -74,6 +129,7 @@ def position_weighted_mean_pool(
     check_tensor("mask", mask)
     check_shape("mask", mask, hidden.shape[:2], "[B, T] of hidden")
     check_same_device(hidden=hidden, mask=mask)
-    return PositionWeightedMeanPoolFunction.apply(
-        hidden, mask, select_backend(hidden.device, backend)
-    )
+    backend = select_backend(hidden.device, backend)
+    if torch.compiler.is_compiling():
+        return _pool_op(hidden, mask, backend)[0]
+    return PositionWeightedMeanPoolFunction.apply(hidden, mask, backend)

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch._dynamo as dynamo
 
-from fastunlearn.ops import linear_nll
+from fastunlearn.ops import linear_nll, npair_loss, position_weighted_mean_pool
 from tests.ops.utils import assert_close
 
 
@@ -81,3 +81,39 @@ def test_linear_nll_under_inductor(generator):
     assert_close(compiled, eager, torch.float32)
     for got, want in zip(compiled_grads, eager_grads, strict=True):
         assert_close(got, want, torch.float32)
+
+
+def test_pooling_traces_whole_and_matches_eager(device_backend, dtype, generator):
+    device, backend = device_backend
+    hidden = torch.randn(3, 9, 20, generator=generator).to(device, dtype).requires_grad_()
+    mask = torch.rand(3, 9, generator=generator).to(device) > 0.4
+    mask[1] = False  # an empty row: zeros
+
+    def pool(hidden):
+        return position_weighted_mean_pool(hidden, mask, backend=backend)
+
+    assert graph_breaks(pool, hidden) == []
+    (eager, eager_grads), (compiled, compiled_grads) = eager_and_compiled(pool, (hidden,))
+    assert_close(compiled, eager, dtype)
+    assert_close(compiled_grads[0], eager_grads[0], dtype)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("masked", [False, True], ids=["full", "cand_mask"])
+def test_npair_traces_whole_and_matches_eager(device_backend, dtype, generator, reduction, masked):
+    device, backend = device_backend
+    anchor = torch.randn(4, 10, generator=generator).to(device, dtype).requires_grad_()
+    cand = torch.randn(4, 5, 10, generator=generator).to(device, dtype).requires_grad_()
+    cand_mask = None
+    if masked:
+        cand_mask = torch.ones(4, 5, dtype=torch.bool, device=device)
+        cand_mask[0, 3:] = False
+
+    def loss(anchor, cand):
+        return npair_loss(anchor, cand, 0.3, "cosine", cand_mask, reduction, backend=backend)
+
+    assert graph_breaks(loss, anchor, cand) == []
+    (eager, eager_grads), (compiled, compiled_grads) = eager_and_compiled(loss, (anchor, cand))
+    assert_close(compiled, eager, dtype)
+    for got, want in zip(compiled_grads, eager_grads, strict=True):
+        assert_close(got, want, dtype)
