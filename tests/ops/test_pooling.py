@@ -255,3 +255,27 @@ def test_triton_two_cuda_kernels_per_forward_backward():
         event.name for event in prof.events() if event.device_type == torch.autograd.DeviceType.CUDA
     ]
     assert len(kernels) == 2, kernels
+
+
+@pytest.mark.parametrize("layout", ["every-kth-row", "expanded-mask", "d-strided"])
+def test_triton_reads_strided_inputs_in_place(monkeypatch, generator, layout):
+    """Views (WPN's hidden[::k] and prompt_mask[::k], an expanded mask, a non-unit D stride)
+    are read through their strides: the same result as from contiguous copies."""
+    device = _triton_device(monkeypatch)
+    from fastunlearn.ops.triton_kernels import pooling as triton_pooling
+
+    full = torch.randn(6, 70, 40, generator=generator).to(device)
+    full_mask = torch.rand(6, 70, generator=generator).to(device) > 0.3
+    if layout == "every-kth-row":
+        hidden, mask = full[::3], full_mask[::3]
+    elif layout == "expanded-mask":
+        hidden, mask = full, full_mask[:1].expand(6, 70)
+    else:
+        hidden, mask = full.transpose(1, 2).contiguous().transpose(1, 2), full_mask
+    assert not (hidden.is_contiguous() and mask.is_contiguous())
+    got = triton_pooling.pool_forward_from_mask(hidden, mask)
+    wanted = triton_pooling.pool_forward_from_mask(hidden.contiguous(), mask.contiguous())
+    for actual, expected in zip(got, wanted, strict=True):
+        torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-6)
+    expected = reference_position_weighted_mean_pool(hidden.cpu(), mask.cpu())
+    torch.testing.assert_close(got[0].cpu(), expected, rtol=1e-5, atol=1e-5)

@@ -33,6 +33,11 @@ def _pool_fwd_kernel(
     totals_ptr,
     T,
     D,
+    stride_hb,
+    stride_ht,
+    stride_hd,
+    stride_ib,
+    stride_it,
     FROM_MASK: tl.constexpr,
     BLOCK_T: tl.constexpr,
     BLOCK_D: tl.constexpr,
@@ -40,7 +45,8 @@ def _pool_fwd_kernel(
     # FROM_MASK: in_ptr is the mask [B, T] (any dtype; its values are multipliers) and the
     # weights w_t = m_t * (m_0 + ... + m_t) are built here; the program of the first D block
     # writes them (and their row sum) out for the backward. Otherwise in_ptr holds normalised
-    # fp32 weights.
+    # fp32 weights. hidden and in_ptr are read through their strides (a view such as
+    # hidden[::k] or an expanded mask needs no copy first); the outputs are contiguous.
     b = tl.program_id(0).to(tl.int64)
     block_d = tl.program_id(1)
     cols = block_d * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -55,16 +61,20 @@ def _pool_fwd_kernel(
     for t0 in range(0, T, BLOCK_T):
         ts = t0 + tl.arange(0, BLOCK_T)
         t_in = ts < T
+        in_offsets = b * stride_ib + ts.to(tl.int64) * stride_it
         if FROM_MASK:
-            m = tl.load(in_ptr + b * T + ts, mask=t_in, other=0).to(tl.float32)
+            m = tl.load(in_ptr + in_offsets, mask=t_in, other=0).to(tl.float32)
             w = m * (count + tl.cumsum(m, axis=0))
             count += tl.sum(m, axis=0)
             squares += m * m
             tl.store(weights_ptr + b * T + ts, w, mask=ts < store_end)
         else:
-            w = tl.load(in_ptr + b * T + ts, mask=t_in, other=0.0)
+            w = tl.load(in_ptr + in_offsets, mask=t_in, other=0.0)
         h = tl.load(
-            hidden_ptr + (b * T + ts[:, None]) * D + cols[None, :],
+            hidden_ptr
+            + b * stride_hb
+            + ts[:, None].to(tl.int64) * stride_ht
+            + cols[None, :] * stride_hd,
             mask=t_in[:, None] & col_in[None, :],
             other=0.0,
         )
@@ -133,6 +143,8 @@ def _forward(hidden, weights_or_mask, from_mask):
         totals if from_mask else pooled,
         seq,
         dim,
+        *hidden.stride(),
+        *weights_or_mask.stride(),
         FROM_MASK=from_mask,
         BLOCK_T=block_t,
         BLOCK_D=block_d,
@@ -173,8 +185,9 @@ def pool_forward_from_mask(
 
     w_t = m_t * (m_0 + ... + m_t) from mask[B,T] (any dtype, used as multipliers);
     pooled = sum_t w_t hidden_t / sum_t w_t, and 0 for a row whose weights sum to 0 or less.
-    The weights and sums are what ``pool_backward_saved`` takes."""
-    assert hidden.is_contiguous() and mask.is_contiguous() and mask.shape == hidden.shape[:2]
+    hidden and mask may have any strides (read in place: no copy launch). The weights and
+    sums are what ``pool_backward_saved`` takes."""
+    assert hidden.dim() == 3 and mask.shape == hidden.shape[:2]
     if mask.dtype == torch.bool:
         mask = mask.view(torch.uint8)  # same bytes; Triton reads bool pointers as int1
     return _forward(hidden, mask, True)
@@ -190,7 +203,7 @@ def pool_backward_saved(
 
 
 def pool_forward(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    assert hidden.is_contiguous() and weights.is_contiguous() and weights.dtype == torch.float32
+    assert weights.dtype == torch.float32 and weights.shape == hidden.shape[:2]
     return _forward(hidden, weights, False)[0]
 
 
