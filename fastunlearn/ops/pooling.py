@@ -48,8 +48,8 @@ def _forward(hidden: Tensor, mask: Tensor, backend: str) -> tuple[Tensor, Tensor
     """(pooled, weights, row sums): the weights unnormalised with their sums (Triton), or
     normalised with an empty tensor for the sums (torch, C++)."""
     fused = _mask_kernels(backend)
-    if fused is not None:
-        return fused.pool_forward_from_mask(hidden.contiguous(), mask.contiguous())
+    if fused is not None:  # reads any strides: a view such as hidden[::k] is not copied
+        return fused.pool_forward_from_mask(hidden, mask)
     weights = position_weights(mask)
     pooled = kernels(backend).pool_forward(hidden.contiguous(), weights)
     return pooled, weights, weights.new_empty(0)
