@@ -3,8 +3,8 @@
 #
 #   bash benchmarks/gpu_check.sh OUT_DIR          (or OUT=... bash benchmarks/gpu_check.sh)
 #
-# Run from anywhere inside the repository, with .whl/ (bash ../shared/device/wheels.sh, run
-# once where a registry is reachable) at the repository root: DeepSpeed, Liger-Kernel and Cut
+# Run from anywhere inside the repository, with .whl/ (benchmarks/fetch_wheels.sh, run once
+# where a registry is reachable) at the repository root: DeepSpeed, Liger-Kernel and Cut
 # Cross-Entropy come from there (the GPU image lacks them and reaches no registry). Stages, in
 # order, each under `timeout` and a shared budget (GPU_CHECK_BUDGET_S, default 465 s: under 8
 # minutes with the summary); a stage that fails or times out is recorded and the next one runs:
@@ -140,8 +140,16 @@ fi
 
 # ------------------------------------------------------------------------------ install
 install_wheels() {
-    # The line of ../shared/device/install.sh, with `return` for `exit` (the stages go on).
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && for s in .whl/*.tar.gz; do python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site "$s" || return 1; done && export PYTHONPATH=/tmp/site:$PWD || return 1
+    # Into a folder of its own, first on the path; the source archives (DeepSpeed) build there
+    # against the machine's torch. `return`, not `exit`: the stages after this one still run.
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl ||
+        return 1
+    local archive
+    for archive in .whl/*.tar.gz; do
+        python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site \
+            "$archive" || return 1
+    done
+    export PYTHONPATH=/tmp/site:$PWD
 }
 if wanted install; then
     if ls .whl/*.whl >/dev/null 2>&1; then
