@@ -118,7 +118,11 @@ def test_matches_reference(device_backend, dtype, generator, case, reduction, sc
         ("x", "weight", "bias"), grads, expected_grads, strict=False
     ):
         assert grad.dtype == dtype, name
-        assert_close(grad, expected_grad, dtype)
+        # weight and bias gradients sum one term per token ("sum": each up to a whole
+        # token's), so their rounding grows with the token count: compare per token, as the
+        # loss (a bf16 sum over 40 tokens once missed 0.02 by one element, 0.078 off).
+        per_token = tokens if name in ("weight", "bias") else 1
+        assert_close(grad / per_token, expected_grad / per_token, dtype)
 
 
 @pytest.fixture
