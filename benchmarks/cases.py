@@ -75,6 +75,13 @@ OPT_SHAPES = {
         num_attention_heads=32,
         vocab_size=50272,
     ),
+    "opt-6.7b": dict(
+        hidden_size=4096,
+        num_hidden_layers=32,
+        ffn_dim=16384,
+        num_attention_heads=32,
+        vocab_size=50272,
+    ),
 }
 
 

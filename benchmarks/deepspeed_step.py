@@ -52,6 +52,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.cases import OPT_SHAPES  # noqa: E402 - real OPT dimensions, and opt-tiny
 from fastunlearn.engine import DataConfig, TrainConfig, UnlearnConfig, distributed  # noqa: E402
 from fastunlearn.models import CausalLMAdapter  # noqa: E402
 from fastunlearn.objectives import (  # noqa: E402
@@ -74,33 +75,6 @@ TEMPERATURE = 0.1
 IMPLS = ("fastunlearn-fused", "hf-logits")
 CONFIGS = ("zero2", "zero3", "zero3_offload")
 OUTPUT_NAME = "deepspeed_step.jsonl"
-# Real OPT dimensions (every OPT has the 50272-token vocabulary); opt-tiny for --tiny.
-OPT_SHAPES = {
-    "opt-tiny": dict(
-        hidden_size=64, num_hidden_layers=2, ffn_dim=256, num_attention_heads=4, vocab_size=1024
-    ),
-    "opt-1.3b": dict(
-        hidden_size=2048,
-        num_hidden_layers=24,
-        ffn_dim=8192,
-        num_attention_heads=32,
-        vocab_size=50272,
-    ),
-    "opt-2.7b": dict(
-        hidden_size=2560,
-        num_hidden_layers=32,
-        ffn_dim=10240,
-        num_attention_heads=32,
-        vocab_size=50272,
-    ),
-    "opt-6.7b": dict(
-        hidden_size=4096,
-        num_hidden_layers=32,
-        ffn_dim=16384,
-        num_attention_heads=32,
-        vocab_size=50272,
-    ),
-}
 MAX_POSITIONS = 2048
 GiB = 1 << 30
 
