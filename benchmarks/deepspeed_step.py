@@ -1,4 +1,4 @@
-"""WPN + gradient-ascent optimizer steps through the engine's DeepSpeed backend, fused ops
+"""WPN + gradient-ascent optimizer steps on the DeepSpeed engine the trainer builds, fused ops
 against the model's own loss on materialised logits; JSON rows of tokens/s and peak memory.
 
 Run it through the DeepSpeed launcher (one GPU):
@@ -296,7 +296,8 @@ def run_case(model_name: str, config_name: str, args, rank: int, world_size: int
     from transformers import AutoModelForCausalLM, OPTConfig
     from transformers.integrations import HfDeepSpeedConfig
 
-    from fastunlearn.engine.backends import DeepSpeedBackend
+    import deepspeed
+
     from fastunlearn.engine.objective import ObjectiveModule, head_parameters
 
     shape = OPT_SHAPES[model_name]
@@ -378,11 +379,13 @@ def run_case(model_name: str, config_name: str, args, rank: int, world_size: int
     module = ObjectiveModule(
         model, objectives[args.impls[0]], head_parameters(adapter) if zero3 else ()
     )
-    backend = DeepSpeedBackend(module, run_config.train, ds_config, rank, world_size)
-    device = backend.device if isinstance(backend.device, torch.device) else torch.device(device)
-    paired = PairedBatch(forget=batch).to(backend.device)
-    objectives["fastunlearn-fused"].terms[0].objective.ga_labels = ga_labels.to(backend.device)
-    objectives["hf-logits"].terms[0].objective.hf_labels = hf_labels.to(backend.device)
+    # The engine the UnlearnTrainer builds, driven directly: the step alone is timed.
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-5)
+    engine, *_ = deepspeed.initialize(model=module, optimizer=optimizer, config=ds_config)
+    device = engine.device if isinstance(engine.device, torch.device) else torch.device(device)
+    paired = PairedBatch(forget=batch).to(engine.device)
+    objectives["fastunlearn-fused"].terms[0].objective.ga_labels = ga_labels.to(engine.device)
+    objectives["hf-logits"].terms[0].objective.hf_labels = hf_labels.to(engine.device)
     base["setup_s"] = time.perf_counter() - started
 
     # The same loss from the same weights, before any update: both variants must agree.
@@ -390,7 +393,7 @@ def run_case(model_name: str, config_name: str, args, rank: int, world_size: int
     for impl in args.impls:
         module.objective = objectives[impl]
         with torch.no_grad():
-            initial[impl] = backend.forward(paired).loss.float().item()
+            initial[impl] = engine(paired).loss.float().item()
 
     rows = []
     for impl in args.impls:
@@ -405,9 +408,11 @@ def run_case(model_name: str, config_name: str, args, rank: int, world_size: int
                 torch.cuda.reset_peak_memory_stats(device)
                 before = torch.cuda.memory_allocated(device)
             start = time.perf_counter()
-            output = backend.forward(paired)
-            backend.accumulate(output.loss)
-            grad_norm = backend.finish_step()
+            output = engine(paired)
+            engine.backward(output.loss)
+            engine.step()
+            norm = engine.get_global_grad_norm()
+            grad_norm = None if norm is None else float(norm)
             _sync(device)
             elapsed = time.perf_counter() - start
             loss = output.loss.detach().float().item()
@@ -435,8 +440,8 @@ def run_case(model_name: str, config_name: str, args, rank: int, world_size: int
             )
         rows.append(row)
     with contextlib.suppress(Exception):
-        backend.engine.destroy()
-    del backend, module, model, adapter, hf_deepspeed_config
+        engine.destroy()
+    del engine, optimizer, module, model, adapter, hf_deepspeed_config
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()

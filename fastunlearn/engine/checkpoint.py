@@ -1,12 +1,12 @@
 """Atomic checkpoint folders that resume a run exactly.
 
-A checkpoint is a folder ``checkpoint-{step:07d}`` in the run's output folder holding:
-  state.json                  step, sampler position, model fingerprint, the run's config
-  rng-{rank}.safetensors/.json  each rank's torch (CPU, CUDA), Python and NumPy RNG states
-and the training state, written by the training backend:
-  plain PyTorch   trainable.safetensors (trainable parameters: LoRA adapters or the whole
-                  model), optimizer.pt, scheduler.pt (state dicts, read with weights_only=True)
-  DeepSpeed       deepspeed/ (engine.save_checkpoint: partitioned weights, optimizer, scheduler)
+A checkpoint is a folder ``checkpoint-{step}`` in the run's output folder (the Trainer's
+name) holding:
+  run_state.json          step, sampler position, model fingerprint, the run's config and a
+                          digest of each data file: what a resumed run must match
+  trainer_state.json, optimizer.pt, scheduler.pt, rng_state*.pth   the Trainer's own
+  trainable.safetensors   the trainable parameters (LoRA adapters or the whole model), or
+  global_step*/           DeepSpeed's partitioned weights and optimizer state
 It is written under a staging name (a leading dot, never matched as a checkpoint) and
 renamed into place, so a crash mid-write never leaves a folder that looks complete.
 Loading never runs code from the files it reads.
@@ -17,19 +17,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-PREFIX = "checkpoint-"
+PREFIX = "checkpoint-"  # as transformers.Trainer names them
 CHECKPOINT_NAME = re.compile(rf"{PREFIX}(\d+)")
-STATE_FILE = "state.json"
+STATE_FILE = "run_state.json"
+TRAINABLE_FILE = "trainable.safetensors"
 
 
 class CheckpointMismatchError(ValueError):
@@ -37,9 +36,9 @@ class CheckpointMismatchError(ValueError):
 
 
 @dataclass
-class TrainerState:
-    """What a checkpoint records besides tensors: ``config`` (the run's, as a dict) and
-    ``inputs`` (a digest of each data file) are what a resumed run must match."""
+class RunState:
+    """What a checkpoint records besides the Trainer's state: ``config`` (the run's, as a
+    dict) and ``inputs`` (a digest of each data file) are what a resumed run must match."""
 
     step: int
     sampler: dict
@@ -57,15 +56,18 @@ MAY_CHANGE_ON_RESUME = (
     "train.checkpoint_every",
     "train.keep_checkpoints",
     "train.progress_bar",
+    "train.report_to",
     "train.output_dir",
     "generation.",
     "evaluation.",
 )
 
 
-def check_resumable(state: TrainerState, config: dict, inputs: dict, folder: Path) -> None:
+def check_resumable(
+    state: RunState, config: dict, inputs: dict, folder: Path, max_steps: int
+) -> None:
     """CheckpointMismatchError naming every setting or data file that differs from the run
-    that wrote ``folder``, except the ones that may change."""
+    that wrote ``folder``, except the ones that may change, or a ``max_steps`` it has passed."""
     saved, current = _flatten(state.config), _flatten(config)
     changed = [
         f"{key} ({saved.get(key)!r} there, {current.get(key)!r} now)"
@@ -83,10 +85,9 @@ def check_resumable(state: TrainerState, config: dict, inputs: dict, folder: Pat
             "Only the number of steps, logging, evaluation and checkpointing settings may "
             "change; start a new run in another train.output_dir instead"
         )
-    max_steps = config.get("train", {}).get("max_steps")
-    if max_steps is not None and max_steps < state.step:
+    if max_steps < state.step:
         raise CheckpointMismatchError(
-            f"train.max_steps={max_steps} is below the step of {folder} ({state.step}); "
+            f"max_steps={max_steps} is below the step of {folder} ({state.step}); "
             "resuming cannot go back"
         )
 
@@ -139,7 +140,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
 
 def checkpoint_path(output_dir: str | Path, step: int) -> Path:
-    return Path(output_dir) / f"{PREFIX}{step:07d}"
+    return Path(output_dir) / f"{PREFIX}{step}"
 
 
 def staging_path(final: Path) -> Path:
@@ -173,16 +174,16 @@ def publish(staging: Path, final: Path, keep: int) -> Path:
     return final
 
 
-def write_state(folder: Path, state: TrainerState) -> None:
+def write_state(folder: Path, state: RunState) -> None:
     (folder / STATE_FILE).write_text(json.dumps(asdict(state), indent=1))
 
 
-def read_state(folder: str | Path, model: torch.nn.Module) -> TrainerState:
+def read_state(folder: str | Path, model: torch.nn.Module) -> RunState:
     """The checkpoint's state; CheckpointMismatchError unless it was written for ``model``."""
     folder = Path(folder)
     if not (folder / STATE_FILE).is_file():
         raise FileNotFoundError(f"{folder} is not a checkpoint: it has no {STATE_FILE}")
-    state = TrainerState(**json.loads((folder / STATE_FILE).read_text()))
+    state = RunState(**json.loads((folder / STATE_FILE).read_text()))
     expected = model_fingerprint(model)
     if state.fingerprint != expected:
         raise CheckpointMismatchError(
@@ -193,58 +194,22 @@ def read_state(folder: str | Path, model: torch.nn.Module) -> TrainerState:
     return state
 
 
-def save_rng(folder: Path, rank: int) -> None:
-    tensors = {"torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for index, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"torch_cuda_{index}"] = state
-    save_file(tensors, folder / f"rng-{rank}.safetensors")
-    numpy_state = np.random.get_state()
-    host_states = {
-        "python": random.getstate(),
-        "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
-    }
-    (folder / f"rng-{rank}.json").write_text(json.dumps(host_states))
-
-
-def load_rng(folder: Path, rank: int) -> None:
-    tensors = load_file(folder / f"rng-{rank}.safetensors")
-    torch.set_rng_state(tensors["torch_cpu"])
-    if torch.cuda.is_available():
-        cuda_states = [
-            tensors[f"torch_cuda_{i}"]
-            for i in range(torch.cuda.device_count())
-            if f"torch_cuda_{i}" in tensors
-        ]
-        if cuda_states:
-            torch.cuda.set_rng_state_all(cuda_states)
-    host_states = json.loads((folder / f"rng-{rank}.json").read_text())
-    version, internal, gauss = host_states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, position, has_gauss, cached_gauss = host_states["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, cached_gauss))
-
-
-def save_trainable(folder: Path, model: torch.nn.Module, optimizer, scheduler) -> None:
-    """The plain-PyTorch training state: trainable parameters, optimizer, LR scheduler."""
+def save_trainable(folder: Path, model: torch.nn.Module) -> None:
+    """The trainable parameters (the optimizer and schedule are the Trainer's to save)."""
     trainable = {
         name: p.detach().cpu().contiguous()
         for name, p in model.named_parameters()
         if p.requires_grad
     }
     # Tied parameters appear once in named_parameters, so no two entries share memory.
-    save_file(trainable, folder / "trainable.safetensors")
-    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
-    torch.save(scheduler.state_dict(), folder / "scheduler.pt")
+    save_file(trainable, folder / TRAINABLE_FILE)
 
 
-def load_trainable(folder: Path, model: torch.nn.Module, optimizer, scheduler) -> None:
+def load_trainable(folder: Path, model: torch.nn.Module) -> None:
     parameters = dict(model.named_parameters())
     with torch.no_grad():
-        for name, tensor in load_file(folder / "trainable.safetensors").items():
+        for name, tensor in load_file(folder / TRAINABLE_FILE).items():
             parameters[name].copy_(tensor)
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -202,10 +202,12 @@ class TrainConfig:
     """The loop. One optimizer step = ``gradient_accumulation_steps`` micro-batches per rank.
     ``lr_scheduler``: any name transformers.get_scheduler knows. ``checkpoint_every``,
     ``eval_every``, ``log_every``: in optimizer steps, 0 = never (a checkpoint is always
-    written at the end). ``deepspeed``: a DeepSpeed JSON config (None: plain PyTorch,
-    unless the deepspeed launcher started the process). ``stop_forget_nll_above``: gradient
-    ascent stops once the forget NLL passes this bound (the model is diverging).
-    ``deterministic``: torch.use_deterministic_algorithms, for bitwise-reproducible runs."""
+    written at the end). ``deepspeed``: a DeepSpeed JSON config (None: plain PyTorch, or DDP
+    under a launcher). ``report_to``: the Trainer's integrations (tensorboard, wandb, ...;
+    every log also goes to metrics.jsonl). ``gradient_checkpointing``: recompute activations
+    in the backward pass. ``stop_forget_nll_above``: gradient ascent stops once the forget
+    NLL passes this bound (the model is diverging). ``deterministic``:
+    torch.use_deterministic_algorithms, for bitwise-reproducible runs."""
 
     output_dir: str = "runs/unlearn"
     learning_rate: float = 1e-5
@@ -225,6 +227,8 @@ class TrainConfig:
     eval_every: int = 0
     log_every: int = 1
     deepspeed: str | None = None
+    report_to: list[str] = field(default_factory=list)
+    gradient_checkpointing: bool = False
     stop_forget_nll_above: float | None = None
     deterministic: bool = False
     progress_bar: bool = True

@@ -1,7 +1,8 @@
-"""DeepSpeed setup: when to use it, its config filled from the run config, process group.
+"""DeepSpeed setup: its config filled from the run config, and the process group.
 
-DeepSpeed is imported only here and only when a run uses it, so plain-PyTorch runs never
-need it installed.
+The Trainer runs DeepSpeed; this module checks its config against the run config first, in
+the run config's terms, and starts the process group (gloo on CPUs) the Trainer then joins.
+DeepSpeed is imported only here and only when a run uses it.
 """
 
 from __future__ import annotations
@@ -15,13 +16,10 @@ from pathlib import Path
 from fastunlearn.engine.config import UnlearnConfig
 from fastunlearn.engine.overrides import ConfigError
 
-# Under a launcher without train.deepspeed: plain data parallelism (no ZeRO sharding).
-DEFAULT_DEEPSPEED_CONFIG = {"zero_optimization": {"stage": 0}}
-
 
 def launched_by_deepspeed() -> bool:
-    """True when a distributed launcher (deepspeed, torchrun) started this process: they
-    set WORLD_SIZE (and LOCAL_RANK, which a one-process run sets for DeepSpeed itself)."""
+    """True when a distributed launcher (deepspeed, torchrun, accelerate) started this
+    process: they set WORLD_SIZE."""
     return "WORLD_SIZE" in os.environ
 
 
@@ -30,14 +28,8 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def uses_deepspeed(config: UnlearnConfig) -> bool:
-    return config.train.deepspeed is not None or launched_by_deepspeed()
-
-
 def read_deepspeed_config(config: UnlearnConfig) -> dict:
-    """The DeepSpeed JSON file of train.deepspeed (or the default), before filling."""
-    if config.train.deepspeed is None:
-        return copy.deepcopy(DEFAULT_DEEPSPEED_CONFIG)
+    """The DeepSpeed JSON file of train.deepspeed, before filling."""
     path = Path(config.train.deepspeed)
     if not path.is_file():
         raise FileNotFoundError(f"train.deepspeed: DeepSpeed config not found: {path}")
@@ -97,6 +89,9 @@ def resolve_deepspeed_config(
             + "\n".join(contradictions)
             + '\nset these keys to "auto" (filled from the run config) or change the run config'
         )
+    # Checked, then left to DeepSpeed to derive: the Trainer would compare it to a product it
+    # takes before the process group is up (one process), and refuse a correct value.
+    del resolved["train_batch_size"]
     return resolved
 
 
@@ -142,6 +137,18 @@ def init_process_group() -> tuple[int, int]:
             world_size=1,
         )
     return dist.get_rank(), dist.get_world_size()
+
+
+def count_deepspeed_ranks_on_cpu(state) -> None:
+    """accelerate knows no CPU backend for DeepSpeed, so on CPUs its process state (``state``:
+    the TrainingArguments' distributed_state) counts one process per rank: each would then
+    save, log and average alone. Take the ranks from the process group DeepSpeed started."""
+    import torch.distributed as dist
+
+    if dist.is_initialized() and state.num_processes != dist.get_world_size():
+        state.num_processes, state.process_index = dist.get_world_size(), dist.get_rank()
+        state.local_process_index = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
+        state.backend = dist.get_backend()
 
 
 def free_port() -> int:

@@ -68,6 +68,10 @@ class ObjectiveModule(nn.Module):
     def forward(self, batch: PairedBatch) -> ObjectiveOutput:
         return self.objective(self.adapter, batch)
 
+    def activation_checkpointing_enable(self, **options) -> None:
+        """The Trainer's gradient checkpointing, applied to the trained model."""
+        self.model.activation_checkpointing_enable(**options)
+
 
 def head_parameters(adapter: CausalLMAdapter) -> list[torch.nn.Parameter]:
     head = adapter.causal_lm.get_output_embeddings()

@@ -1,13 +1,13 @@
-"""Unlearner: the training loop around a configured objective.
+"""Unlearner: one run config -> the model, data and objective -> an UnlearnTrainer.
 
     unlearner = Unlearner(UnlearnConfig.load("fastunlearn:configs/wpn_lora.yaml"))
     final_model_folder = unlearner.train()
 
-One readable loop (``train``) runs on plain PyTorch on one device, or on a DeepSpeed
-engine (ZeRO 0-3) when train.deepspeed is set or the deepspeed launcher started the
-process. Each optimizer step takes gradient_accumulation_steps micro-batches per rank;
-checkpoints every train.checkpoint_every steps and at the end resume a run exactly; the
-last step writes a Hugging Face model folder (``final/``) that from_pretrained loads.
+Everything the config can get wrong is checked before the model loads. The UnlearnTrainer
+(a transformers.Trainer) runs the steps on one device, under DDP (torchrun, accelerate
+launch) or under DeepSpeed (ZeRO 0-3) when train.deepspeed names a config; checkpoints
+every train.checkpoint_every steps and at the end resume a run exactly; the end writes a
+Hugging Face model folder (``final/``) that from_pretrained loads.
 """
 
 from __future__ import annotations
@@ -15,12 +15,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 from transformers import (
     AutoConfig,
     AutoTokenizer,
@@ -31,18 +29,16 @@ from transformers import (
 )
 
 from fastunlearn.engine import checkpoint, distributed, safety
-from fastunlearn.engine.backends import DeepSpeedBackend, PlainBackend
 from fastunlearn.engine.config import UnlearnConfig
 from fastunlearn.engine.data import build_sampler
-from fastunlearn.engine.metrics import MetricsLogger
 from fastunlearn.engine.objective import ObjectiveModule, build_objective, head_parameters
 from fastunlearn.engine.overrides import ConfigError
+from fastunlearn.engine.trainer import EvalHook, UnlearnTrainer, UnlearnTrainingArguments
 from fastunlearn.models import (
     CausalLMAdapter,
     ReferenceModel,
     add_lora,
     default_model_location,
-    evaluation_mode,
     load_default_model,
     load_model,
     local_model_source,
@@ -61,8 +57,6 @@ FP16_WEIGHTS = (
     "model.dtype=float16 would train fp16 weights, whose AdamW updates underflow (its epsilon "
     "1e-8 is 0 in fp16) and turn to NaN; load float32 with train.precision=fp16, or bfloat16"
 )
-
-EvalHook = Callable[["Unlearner", int], Mapping[str, float] | None]
 
 
 def load_configured_model(config: UnlearnConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -134,16 +128,59 @@ def check_fits_model(
         raise ConfigError(FP16_WEIGHTS)
 
 
+def training_arguments(
+    config: UnlearnConfig, deepspeed_config: dict | None, evaluates: bool = False
+) -> UnlearnTrainingArguments:
+    """The train section as the Trainer's arguments (creating them starts the process group
+    under a launcher or DeepSpeed, and under ZeRO-3 makes from_pretrained load sharded).
+    ``evaluates``: there are eval hooks to run every train.eval_every steps."""
+    train = config.train
+    args = UnlearnTrainingArguments(
+        output_dir=train.output_dir,
+        per_device_train_batch_size=config.data.batch_size,
+        learning_rate=train.learning_rate,
+        weight_decay=train.weight_decay,
+        adam_beta1=train.adam_beta1,
+        adam_beta2=train.adam_beta2,
+        adam_epsilon=train.adam_epsilon,
+        max_steps=train.max_steps,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        warmup_steps=train.warmup_steps,
+        lr_scheduler_type=train.lr_scheduler,
+        max_grad_norm=train.max_grad_norm or 0.0,
+        bf16=train.precision == "bf16",
+        fp16=train.precision == "fp16",
+        # Mixed precision on a CPU needs the Trainer told so (DeepSpeed picks its own device).
+        use_cpu=deepspeed_config is None and not torch.cuda.is_available(),
+        seed=train.seed,
+        # Every checkpoint_every steps, and always at the end.
+        save_strategy="steps",
+        save_steps=train.checkpoint_every or train.max_steps,
+        save_total_limit=train.keep_checkpoints or None,
+        logging_steps=train.log_every,
+        eval_strategy="steps" if evaluates and train.eval_every else "no",
+        eval_steps=train.eval_every or None,
+        deepspeed=deepspeed_config,
+        report_to=list(train.report_to),
+        activation_checkpointing=train.gradient_checkpointing,
+        disable_tqdm=not train.progress_bar,
+        stop_forget_nll_above=train.stop_forget_nll_above,
+    )
+    args.device  # noqa: B018 - sets up the devices and process group: ranks are known after
+    if deepspeed_config is not None:
+        distributed.count_deepspeed_ranks_on_cpu(args.distributed_state)
+    return args
+
+
 class Unlearner:
     """Runs ``config`` on ``model`` and ``tokenizer`` (default: loaded as config.model says).
 
-    ``eval_hooks``: callables ``hook(unlearner, step)`` run every train.eval_every steps on
-    every rank (under ZeRO-3 the model is sharded, so each rank must run the same
-    forward passes); what they return is logged to metrics.jsonl under ``eval/``.
+    ``eval_hooks``: callables ``hook(trainer, step)`` run every train.eval_every steps on
+    every rank (under ZeRO-3 the model is sharded, so each rank must run the same forward
+    passes); what they return is logged as ``eval_{name}``.
 
     Attributes: ``model`` (the model being trained: a PeftModel with LoRA), ``tokenizer``,
-    ``batches`` (the sampler), ``step`` (optimizer steps done), ``output_dir``,
-    ``is_main_process`` (rank 0), ``deepspeed_config`` (as filled in; None without DeepSpeed).
+    ``trainer`` (the UnlearnTrainer), ``output_dir``, ``is_main_process``.
     """
 
     def __init__(
@@ -158,39 +195,43 @@ class Unlearner:
             raise ValueError(
                 "pass both model and tokenizer, or neither (both are then loaded from config.model)"
             )
-        self.config, self.eval_hooks, self.step = config, list(eval_hooks), 0
+        self.config = config
         self.output_dir = Path(config.train.output_dir)
-        train = config.train
-        set_seed(train.seed)
-        rank, world_size, deepspeed_config = 0, 1, None
-        if distributed.uses_deepspeed(config):
+        deepspeed_config = None
+        if config.train.deepspeed is not None:
             # Checked against the run config before anything starts: a contradiction fails fast.
             deepspeed_config = distributed.resolve_deepspeed_config(
                 distributed.read_deepspeed_config(config),
                 config,
                 distributed.launched_world_size(),
-                train.deepspeed or "the default DeepSpeed config",
+                config.train.deepspeed,
             )
-            rank, world_size = distributed.init_process_group()
-        if rank == 0:  # before anything loads: a folder the run cannot use fails at once
-            safety.check_writable_dir(self.output_dir, f"train.output_dir={self.output_dir}")
-            safety.RunLock(self.output_dir).probe()
         zero3 = deepspeed_config is not None and distributed.zero_stage(deepspeed_config) == 3
         if zero3 and config.lora.enabled and config.lora.export == "merged":
             raise ConfigError(
                 "lora.export=merged is not available under ZeRO-3 (the base weights are sharded); "
                 "use lora.export=adapter and merge afterwards with peft's merge_and_unload"
             )
+        if distributed.launched_world_size() == 1:  # before anything loads: fail at once
+            safety.check_writable_dir(self.output_dir, f"train.output_dir={self.output_dir}")
+            safety.RunLock(self.output_dir).probe()
         model_config = model.config if model is not None else load_configured_model_config(config)
+        self.tokenizer = tokenizer if tokenizer is not None else load_configured_tokenizer(config)
+        check_fits_model(config, model_config, self.tokenizer)
         if deepspeed_config is not None:
             # Before loading: zero.Init shards the weights as they are created, by these sizes.
             distributed.fill_hidden_size_keys(deepspeed_config, model_config.hidden_size)
-        # Alive while this Unlearner is: transformers then loads models sharded (zero.Init).
-        self._hf_deepspeed_config = self._zero3_loading(deepspeed_config) if zero3 else None
+            distributed.init_process_group()  # gloo on CPUs; accelerate then joins it
+        # Kept while this Unlearner lives: under ZeRO-3, from_pretrained then loads sharded.
+        self.args = training_arguments(config, deepspeed_config, evaluates=bool(eval_hooks))
+        self.is_main_process = self.args.process_index == 0
+        if self.is_main_process and distributed.launched_world_size() > 1:
+            safety.check_writable_dir(self.output_dir, f"train.output_dir={self.output_dir}")
+            safety.RunLock(self.output_dir).probe()
+        set_seed(config.train.seed)
+        rank, world_size = self.args.process_index, self.args.world_size
+        batches = build_sampler(config, self.tokenizer, rank, world_size)
         loaded_here = model is None
-        self.tokenizer = tokenizer if tokenizer is not None else load_configured_tokenizer(config)
-        check_fits_model(config, model_config, self.tokenizer)
-        self.batches = build_sampler(config, self.tokenizer, rank, world_size)
         if model is None:
             model = load_configured_model(config)[0]
         if config.lora.enabled:
@@ -200,10 +241,9 @@ class Unlearner:
             )
         if any(p.dtype == torch.float16 for p in model.parameters() if p.requires_grad):
             raise ConfigError(FP16_WEIGHTS)
-        self.model = model
         if deepspeed_config is None:
-            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-            model.to(device)
+            model.to(self.args.device)  # before the reference copies it
+        self.model = model
         adapter = CausalLMAdapter(model)
         reference = (
             self._reference(adapter, deepspeed_config, zero3, loaded_here)
@@ -216,18 +256,15 @@ class Unlearner:
             if reference is not None and not reference.shares_weights:
                 external += head_parameters(reference.adapter)
         module = ObjectiveModule(model, build_objective(config.objective, reference), external)
-        if deepspeed_config is None:
-            self.backend = PlainBackend(module, train, device)
-        else:
-            self.backend = DeepSpeedBackend(module, train, deepspeed_config, rank, world_size)
-        self.deepspeed_config = deepspeed_config
-        self.is_main_process = self.backend.is_main
-
-    @staticmethod
-    def _zero3_loading(deepspeed_config: dict):
-        from transformers.integrations import HfDeepSpeedConfig
-
-        return HfDeepSpeedConfig(deepspeed_config)
+        self.trainer = UnlearnTrainer(
+            module,
+            self.args,
+            batches,
+            processing_class=self.tokenizer,
+            forget_statistic=config.objective.method.forget_statistic,
+            run_config=config.to_dict(),
+            eval_hooks=eval_hooks,
+        )
 
     def _reference(
         self,
@@ -273,8 +310,6 @@ class Unlearner:
             )
         return reference
 
-    # ----------------------------------------------------------------------------- training
-
     def train(self, resume: bool | str | Path = False) -> Path:
         """Run to train.max_steps; returns the final model folder.
 
@@ -283,191 +318,20 @@ class Unlearner:
         final model is refused rather than mixed with a new run; so is one another live run
         holds (a lock for the whole run).
         """
+        finished = (self.output_dir / FINAL_MODEL_DIR).exists()
+        if not resume and finished and checkpoint.latest_checkpoint(self.output_dir) is None:
+            raise FileExistsError(
+                f"{self.output_dir / FINAL_MODEL_DIR} holds the model of a finished run; "
+                "choose another train.output_dir, or remove it to train again there"
+            )
         lock = safety.RunLock(self.output_dir).acquire() if self.is_main_process else None
         try:
-            return self._train(resume)
+            with _deterministic(self.config.train.deterministic):
+                self.trainer.train(resume_from_checkpoint=resume or None)
+            return self.export()
         finally:
             if lock is not None:
                 lock.release()
-
-    def _train(self, resume: bool | str | Path) -> Path:
-        train = self.config.train
-        resume_from = self._checkpoint_to_resume(resume)
-        if resume_from is not None:
-            self._load_checkpoint(resume_from)
-        if self.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.backend.barrier()
-        self.model.train()  # dropout on, as in fine-tuning (from_pretrained returns eval mode)
-        metrics = (
-            MetricsLogger(self.output_dir, self.step if resume_from else None)
-            if self.is_main_process
-            else None
-        )
-        progress = tqdm(
-            total=train.max_steps,
-            initial=self.step,
-            desc="unlearning",
-            disable=not (self.is_main_process and train.progress_bar),
-        )
-        saved_step = self.step if resume_from else None
-        started = time.perf_counter()
-        try:
-            with _deterministic(train.deterministic):
-                while self.step < train.max_steps:
-                    stats = self._train_step()
-                    self.step += 1
-                    # A loss scaler's overflow steps give an infinite norm and are skipped.
-                    checked = {
-                        name: value
-                        for name, value in stats.items()
-                        if not (name == "grad_norm" and train.precision == "fp16")
-                    }
-                    safety.check_finite_stats(self.step, checked, self._last_saved(saved_step))
-                    progress.update(1)
-                    progress.set_postfix(
-                        {
-                            name: f"{value:.4g}"
-                            for name, value in stats.items()
-                            if "/" not in name and name not in ("learning_rate", "grad_norm")
-                        }
-                    )
-                    watched = self.config.objective.method.forget_statistic
-                    diverged = (
-                        train.stop_forget_nll_above is not None
-                        and stats[watched] > train.stop_forget_nll_above
-                    )
-                    if metrics and (self.step % train.log_every == 0 or diverged):
-                        metrics.log(
-                            self.step, {**stats, "elapsed_s": time.perf_counter() - started}
-                        )
-                    if train.eval_every and self.step % train.eval_every == 0:
-                        self._evaluate(metrics)
-                    if train.checkpoint_every and self.step % train.checkpoint_every == 0:
-                        self.save_checkpoint()
-                        saved_step = self.step
-                    if diverged:
-                        progress.write(
-                            f"stopping at step {self.step}: forget NLL "
-                            f"{stats[watched]:.3f} passed "
-                            f"train.stop_forget_nll_above={train.stop_forget_nll_above}"
-                        )
-                        break
-            if saved_step != self.step:
-                self.save_checkpoint()
-            return self.export()
-        finally:
-            progress.close()
-            if metrics:
-                metrics.close()
-
-    @staticmethod
-    def _last_saved(saved_step: int | None) -> str:
-        return "the start" if saved_step is None else f"the checkpoint of step {saved_step}"
-
-    def _check_finite_weights(self, what: str) -> None:
-        """Every rank checks its own (under ZeRO-3: its shard of the) trainable weights; all
-        agree before anything is written."""
-        local = safety.finite(
-            getattr(p, "ds_tensor", p).detach() for p in self.model.parameters() if p.requires_grad
-        )
-        if self.backend.average(local.reshape(1).to(self.backend.device)).item() < 1.0:
-            raise safety.TrainingDivergedError(
-                f"step {self.step}: the trained weights are not finite, so {what} was not "
-                "written: lower train.learning_rate or set train.max_grad_norm"
-            )
-
-    def _train_step(self) -> dict[str, float]:
-        """One optimizer step; the stats averaged over its micro-batches and all ranks."""
-        totals: dict[str, torch.Tensor] = {}
-        accumulation = self.config.train.gradient_accumulation_steps
-        for _ in range(accumulation):
-            batch = next(self.batches).to(self.backend.device)
-            output = self.backend.forward(batch)
-            self.backend.accumulate(output.loss)
-            for name, value in output.stats.items():
-                totals[name] = totals.get(name, 0.0) + value.detach().float()
-        learning_rate = self.backend.learning_rate  # the rate this step applies
-        grad_norm = self.backend.finish_step()
-        names = sorted(totals)
-        averaged = self.backend.average(
-            torch.stack([totals[name] for name in names]) / accumulation
-        ).tolist()
-        stats = {**dict(zip(names, averaged, strict=True)), "learning_rate": learning_rate}
-        if grad_norm is not None:
-            stats["grad_norm"] = grad_norm
-        return stats
-
-    def _evaluate(self, metrics: MetricsLogger | None) -> None:
-        results: dict[str, float] = {}
-        with torch.no_grad(), evaluation_mode(self.model):
-            for hook in self.eval_hooks:
-                results.update(hook(self, self.step) or {})
-        if metrics and results:
-            metrics.log(self.step, {f"eval/{name}": value for name, value in results.items()})
-
-    # -------------------------------------------------------------------------- checkpoints
-
-    def _checkpoint_to_resume(self, resume: bool | str | Path) -> Path | None:
-        existing = checkpoint.latest_checkpoint(self.output_dir)
-        if resume is False:
-            if existing is not None:
-                raise FileExistsError(
-                    f"{self.output_dir} already holds checkpoints ({existing.name}); pass "
-                    "resume=True (--resume) to continue that run, or choose another "
-                    "train.output_dir"
-                )
-            if (self.output_dir / FINAL_MODEL_DIR).exists():
-                raise FileExistsError(
-                    f"{self.output_dir / FINAL_MODEL_DIR} holds the model of a finished run; "
-                    "choose another train.output_dir, or remove it to train again there"
-                )
-            return None
-        if resume is True:
-            if existing is None:
-                raise FileNotFoundError(f"nothing to resume: {self.output_dir} holds no checkpoint")
-            return existing
-        return Path(resume)
-
-    def _load_checkpoint(self, folder: Path) -> None:
-        state = checkpoint.read_state(folder, self.model)
-        config = self.config.to_dict()
-        checkpoint.check_resumable(state, config, checkpoint.input_digests(config), folder)
-        self.backend.load(folder)
-        self.batches.load_state_dict(state.sampler)
-        checkpoint.load_rng(folder, self.backend.rank)
-        self.step = state.step
-
-    def save_checkpoint(self) -> Path:
-        """Write checkpoint-{step} atomically: every rank writes into the staging folder,
-        then rank 0 renames it into place once all have finished."""
-        final = checkpoint.checkpoint_path(self.output_dir, self.step)
-        staging = checkpoint.staging_path(final)
-        self._check_finite_weights(final.name)
-        with safety.reporting_full_disk(final.name, staging):
-            if self.is_main_process:
-                shutil.rmtree(staging, ignore_errors=True)
-                staging.mkdir(parents=True)
-            self.backend.barrier()
-            self.backend.save(staging)
-            checkpoint.save_rng(staging, self.backend.rank)
-            if self.is_main_process:
-                config = self.config.to_dict()
-                state = checkpoint.TrainerState(
-                    self.step,
-                    self.batches.state_dict(),
-                    checkpoint.model_fingerprint(self.model),
-                    config,
-                    checkpoint.input_digests(config),
-                )
-                checkpoint.write_state(staging, state)
-            self.backend.barrier()
-            if self.is_main_process:
-                checkpoint.publish(staging, final, self.config.train.keep_checkpoints)
-        self.backend.barrier()
-        return final
-
-    # ------------------------------------------------------------------------------- export
 
     def export(self) -> Path:
         """Write ``output_dir/final``: a model folder from_pretrained loads (LoRA merged into
@@ -476,8 +340,8 @@ class Unlearner:
         Merging replaces ``self.model`` by the merged model."""
         final = self.output_dir / FINAL_MODEL_DIR
         staging = checkpoint.staging_path(final)
-        self._check_finite_weights(str(final))
-        state_dict = self.backend.full_state_dict()
+        self.trainer.check_finite_weights(str(final))
+        state_dict = self.trainer.full_state_dict()
         if self.is_main_process:
             with safety.reporting_full_disk(str(final), staging):
                 shutil.rmtree(staging, ignore_errors=True)
@@ -488,7 +352,7 @@ class Unlearner:
                 self.tokenizer.save_pretrained(staging)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(staging, final)
-        self.backend.barrier()
+        self.trainer.accelerator.wait_for_everyone()
         return final
 
 

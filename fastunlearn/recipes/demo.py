@@ -16,7 +16,7 @@ from pathlib import Path
 from fastunlearn.engine import UnlearnConfig, Unlearner, list_checkpoints
 from fastunlearn.engine.config import EvaluationConfig
 from fastunlearn.engine.generation import generate_configured_negatives
-from fastunlearn.engine.metrics import METRICS_FILE
+from fastunlearn.engine.trainer import METRICS_FILE
 from fastunlearn.engine.unlearner import FINAL_MODEL_DIR, load_configured_model
 from fastunlearn.eval import EvalSuite, build_judge, demo_suite, evaluate, write_report
 

@@ -64,6 +64,12 @@ def save_tiny_model(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def training_rows(output_dir: Path) -> list[dict]:
+    """The rows metrics.jsonl holds for training steps (not evaluations, not the summary)."""
+    lines = (Path(output_dir) / "metrics.jsonl").read_text().splitlines()
+    return [row for row in map(json.loads, lines) if "loss" in row]
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path

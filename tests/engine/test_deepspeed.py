@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from fastunlearn.engine import UnlearnConfig, Unlearner
 from fastunlearn.engine.distributed import free_port
-from tests.engine.helpers import save_tiny_model
+from tests.engine.helpers import save_tiny_model, training_rows
 
 pytest.importorskip("deepspeed", reason="deepspeed is not installed (pip install -e .[deepspeed])")
 pytestmark = pytest.mark.deepspeed
@@ -56,9 +56,7 @@ def overrides(model_dir, data, output_dir, objective):
 
 
 def losses(output_dir):
-    return [
-        json.loads(line)["loss"] for line in (output_dir / "metrics.jsonl").read_text().splitlines()
-    ]
+    return [row["loss"] for row in training_rows(output_dir)]
 
 
 def max_difference(first, second):
@@ -130,7 +128,7 @@ def test_deepspeed_matches_a_single_process(deepspeed_runs, name):
         load_file(single_final / "model.safetensors"),
     )
     print(f"{name}: max |DeepSpeed - single process| over final weights = {difference:.2e}")
-    assert difference < 1e-4
+    assert difference <= 1e-5
     if deepspeed_config == "zero3.json":  # the weights really were sharded
         result = results[name]
         assert result["local_embedding_numel"] == 0 < result["full_embedding_numel"]
@@ -138,7 +136,7 @@ def test_deepspeed_matches_a_single_process(deepspeed_runs, name):
 
 def test_deepspeed_resume_continues_exactly(deepspeed_runs):
     root = deepspeed_runs[0] / RESUMED
-    assert (root / "checkpoint-0000002" / "deepspeed").is_dir()
+    assert (root / "checkpoint-2" / "global_step2").is_dir()
     difference = max_difference(
         load_file(root / "final" / "model.safetensors"),
         load_file(root / "final-uninterrupted" / "model.safetensors"),

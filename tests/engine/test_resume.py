@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from fastunlearn.engine import UnlearnConfig, Unlearner, list_checkpoints
-from tests.engine.helpers import save_tiny_model
+from tests.engine.helpers import save_tiny_model, training_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_STEPS = 40
@@ -103,9 +103,7 @@ def test_a_killed_run_resumes_exactly(tmp_path, data):
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr
-    steps = [
-        json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()
-    ]
+    steps = [row["step"] for row in training_rows(killed)]
     assert steps == list(range(1, MAX_STEPS + 1))  # rows logged after the checkpoint were dropped
 
     config = UnlearnConfig.load(config_path, [f"train.output_dir={tmp_path / 'uninterrupted'}"])

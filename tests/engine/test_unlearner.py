@@ -9,11 +9,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from fastunlearn.engine import CheckpointMismatchError, ConfigError, Unlearner, latest_checkpoint
-from tests.engine.helpers import run_config, tiny_opt, write_jsonl
-
-
-def metric_rows(output_dir):
-    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+from tests.engine.helpers import run_config, tiny_opt, training_rows, write_jsonl
 
 
 @pytest.mark.parametrize(
@@ -31,10 +27,10 @@ def test_each_objective_trains_and_exports_a_loadable_model(
     config = run_config(data, tmp_path / "run", objective, train__max_steps=2, **overrides)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     final = Unlearner(config, model, tokenizer).train()
-    rows = metric_rows(tmp_path / "run")
+    rows = training_rows(tmp_path / "run")
     assert [row["step"] for row in rows] == [1, 2]
     assert all(term in rows[0] for term in ["loss", "learning_rate", "grad_norm", *terms])
-    assert latest_checkpoint(tmp_path / "run").name == "checkpoint-0000002"
+    assert latest_checkpoint(tmp_path / "run").name == "checkpoint-2"
     reloaded = AutoModelForCausalLM.from_pretrained(final)
     for name, parameter in reloaded.named_parameters():
         assert torch.equal(parameter, dict(model.named_parameters())[name].cpu()), name
@@ -49,7 +45,7 @@ def test_mixed_precision_on_plain_torch(tmp_path, data, model, tokenizer, object
         data, tmp_path / "run", objective, train__max_steps=2, train__precision="bf16"
     )
     Unlearner(config, model, tokenizer).train()
-    assert all(torch.isfinite(torch.tensor(row["loss"])) for row in metric_rows(tmp_path / "run"))
+    assert all(torch.isfinite(torch.tensor(row["loss"])) for row in training_rows(tmp_path / "run"))
 
 
 def test_lora_merged_and_adapter_exports(tmp_path, data, tokenizer):
@@ -90,9 +86,9 @@ def test_gradient_ascent_stops_when_the_forget_nll_passes_the_bound(
     )
     unlearner = Unlearner(config, model, tokenizer)
     final = unlearner.train()
-    assert unlearner.step == 1 and final.is_dir()
-    assert [row["step"] for row in metric_rows(tmp_path / "run")] == [1]
-    assert latest_checkpoint(tmp_path / "run").name == "checkpoint-0000001"
+    assert unlearner.trainer.state.global_step == 1 and final.is_dir()
+    assert [row["step"] for row in training_rows(tmp_path / "run")] == [1]
+    assert latest_checkpoint(tmp_path / "run").name == "checkpoint-1"
 
 
 def test_eval_hooks_run_every_eval_every_steps(tmp_path, data, model, tokenizer):
@@ -105,7 +101,8 @@ def test_eval_hooks_run_every_eval_every_steps(tmp_path, data, model, tokenizer)
     config = run_config(data, tmp_path / "run", "ga", train__max_steps=4, train__eval_every=2)
     Unlearner(config, model, tokenizer, eval_hooks=[count_parameters]).train()
     assert calls == [2, 4]
-    evaluations = [row for row in metric_rows(tmp_path / "run") if "eval/parameters" in row]
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    evaluations = [row for row in map(json.loads, lines) if "eval_parameters" in row]
     assert [row["step"] for row in evaluations] == [2, 4]
 
 
@@ -125,8 +122,8 @@ def test_checkpoints_are_kept_and_an_existing_run_is_not_overwritten(
     # .lock: the run lock's file (the lock itself went with the run).
     found = (tmp_path / "run").iterdir()
     assert sorted(p.name for p in found if p.name not in ("tensorboard", ".lock")) == [
-        "checkpoint-0000003",
-        "checkpoint-0000004",
+        "checkpoint-3",
+        "checkpoint-4",
         "final",
         "metrics.jsonl",
     ]
