@@ -199,7 +199,8 @@ OPTION_NAMES = sorted(set().union(*map(_option_names, METHODS.values())))
 
 @dataclass
 class TrainConfig:
-    """The loop. One optimizer step = ``gradient_accumulation_steps`` micro-batches per rank.
+    """The Trainer's settings. One optimizer step = ``gradient_accumulation_steps`` micro-batches
+    per rank. ``optim``: any optimizer name TrainingArguments knows (default: torch's AdamW).
     ``lr_scheduler``: any name transformers.get_scheduler knows. ``checkpoint_every``,
     ``eval_every``, ``log_every``: in optimizer steps, 0 = never (a checkpoint is always
     written at the end). ``deepspeed``: a DeepSpeed JSON config (None: plain PyTorch, or DDP
@@ -215,6 +216,7 @@ class TrainConfig:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
+    optim: str = "adamw_torch"
     max_steps: int = 100
     gradient_accumulation_steps: int = 1
     warmup_steps: int = 0

@@ -143,6 +143,7 @@ def training_arguments(
         adam_beta1=train.adam_beta1,
         adam_beta2=train.adam_beta2,
         adam_epsilon=train.adam_epsilon,
+        optim=train.optim,
         max_steps=train.max_steps,
         gradient_accumulation_steps=train.gradient_accumulation_steps,
         warmup_steps=train.warmup_steps,
@@ -256,15 +257,18 @@ class Unlearner:
             if reference is not None and not reference.shares_weights:
                 external += head_parameters(reference.adapter)
         module = ObjectiveModule(model, build_objective(config.objective, reference), external)
-        self.trainer = UnlearnTrainer(
-            module,
-            self.args,
-            batches,
-            processing_class=self.tokenizer,
-            forget_statistic=config.objective.method.forget_statistic,
-            run_config=config.to_dict(),
-            eval_hooks=eval_hooks,
-        )
+        # The Trainer seeds again as it is built; the run was seeded before the model (its LoRA
+        # weights drew from that stream), and dropout goes on drawing from where they left it.
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+            self.trainer = UnlearnTrainer(
+                module,
+                self.args,
+                batches,
+                processing_class=self.tokenizer,
+                forget_statistic=config.objective.method.forget_statistic,
+                run_config=config.to_dict(),
+                eval_hooks=eval_hooks,
+            )
 
     def _reference(
         self,

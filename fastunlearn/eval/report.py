@@ -12,6 +12,7 @@ import json
 import math
 import time
 import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -345,9 +346,12 @@ def _plot_training_curves(training_log: Path, run_dir: Path) -> Path:
         for line in training_log.read_text(encoding="utf-8").splitlines()
         if line.strip()
     ]
-    loss_keys = list(dict.fromkeys(key for record in records for key in record if "loss" in key))
+    counts = Counter(key for record in records for key in record if "loss" in key)
+    loss_keys = [key for key, count in counts.items() if count > 1]  # a curve, not a summary
     if not loss_keys:
-        raise ValueError(f"{training_log} holds no loss key (a key containing 'loss') to plot")
+        raise ValueError(
+            f"{training_log} holds no loss key (a key containing 'loss') over several steps"
+        )
     figure = Figure(figsize=(6, 4), layout="constrained")
     axes = figure.subplots()
     for key in loss_keys:

@@ -82,7 +82,8 @@ def test_deepspeed_auto_values_come_from_the_run_config():
         resolved["train_micro_batch_size_per_gpu"] == 3
         and resolved["gradient_accumulation_steps"] == 2
     )
-    assert resolved["train_batch_size"] == 24 and resolved["gradient_clipping"] == 0.5
+    # Checked (below), then left for DeepSpeed to derive from the micro-batch and world size.
+    assert "train_batch_size" not in resolved and resolved["gradient_clipping"] == 0.5
     assert resolved["bf16"]["enabled"] is True and resolved["fp16"]["enabled"] is False
     fill_hidden_size_keys(resolved, 64)
     assert resolved["zero_optimization"]["stage3_param_persistence_threshold"] == 640
@@ -94,6 +95,7 @@ def test_deepspeed_values_that_contradict_the_run_config_are_listed():
     raw = {
         "train_micro_batch_size_per_gpu": 4,
         "gradient_accumulation_steps": 1,
+        "train_batch_size": 7,
         "bf16": {"enabled": True},
         "zero_optimization": {"stage": 2},
     }
@@ -103,6 +105,7 @@ def test_deepspeed_values_that_contradict_the_run_config_are_listed():
     assert "ds.json contradicts the run config" in message
     assert "train_micro_batch_size_per_gpu = 4 there, but data.batch_size gives 2" in message
     assert "bf16.enabled = True there, but train.precision gives False" in message
+    assert "train_batch_size = 7 there" in message
     assert "gradient_accumulation_steps =" not in message  # it agrees
     with pytest.raises(ConfigError, match="remove its 'optimizer' section"):
         resolve_deepspeed_config({"optimizer": {"type": "Adam"}}, config, world_size=1)
