@@ -1,6 +1,7 @@
-"""Engine: the Unlearner training loop (plain PyTorch or DeepSpeed), its config,
-checkpoints and metrics (docs/architecture.md). Names load on first use, so reading a
-config does not import the training stack."""
+"""Engine: the UnlearnTrainer (a transformers.Trainer whose model is the objective), the
+Unlearner that builds one from a run config, the config itself and checkpoints
+(docs/architecture.md). Names load on first use, so reading a config does not import the
+training stack."""
 
 from fastunlearn._lazy import lazy_exports
 
@@ -19,7 +20,11 @@ _EXPORTS = {
     "UnlearnConfig": "config",
     "ConfigError": "overrides",
     "load_config": "overrides",
+    "ObjectiveModule": "objective",
+    "UnlearnTrainer": "trainer",
+    "UnlearnTrainingArguments": "trainer",
     "Unlearner": "unlearner",
+    "load_configured_tokenizer": "unlearner",
 }
 __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
 __all__ = sorted(_EXPORTS)

@@ -39,7 +39,8 @@ from fastunlearn.engine.objective import ObjectiveModule
 METRICS_FILE = "metrics.jsonl"
 TRAINER_STATE_FILE = "trainer_state.json"
 
-EvalHook = Callable[["UnlearnTrainer", int], Mapping[str, float] | None]
+# hook(model, step): the model being trained (a PeftModel with LoRA), the optimizer steps done.
+EvalHook = Callable[[torch.nn.Module, int], Mapping[str, float] | None]
 
 
 @dataclass
@@ -59,8 +60,8 @@ class UnlearnTrainer(Trainer):
     ``forget_statistic``: the stat ``stop_forget_nll_above`` watches (the method's).
     ``run_config``: the run's config as a dict, recorded in each checkpoint; a resumed run
     must match it but for checkpoint.MAY_CHANGE_ON_RESUME. ``eval_hooks``: callables
-    ``hook(trainer, step)`` returning metrics, run on every rank by ``evaluate()`` (under
-    ZeRO-3 every rank must run the same forward passes).
+    ``hook(model, step)`` returning metrics, run in eval mode without gradients on every rank
+    by ``evaluate()`` (under ZeRO-3 every rank must run the same forward passes).
     """
 
     def __init__(
@@ -159,7 +160,7 @@ class UnlearnTrainer(Trainer):
         metrics: dict[str, float] = {}
         with torch.no_grad(), evaluation_mode(self.model):
             for hook in self.eval_hooks:
-                metrics.update(hook(self, self.state.global_step) or {})
+                metrics.update(hook(self.model.model, self.state.global_step) or {})
         metrics = {f"{metric_key_prefix}_{name}": value for name, value in metrics.items()}
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(

@@ -176,9 +176,9 @@ def training_arguments(
 class Unlearner:
     """Runs ``config`` on ``model`` and ``tokenizer`` (default: loaded as config.model says).
 
-    ``eval_hooks``: callables ``hook(trainer, step)`` run every train.eval_every steps on
-    every rank (under ZeRO-3 the model is sharded, so each rank must run the same forward
-    passes); what they return is logged as ``eval_{name}``.
+    ``eval_hooks``: callables ``hook(model, step)`` (the model being trained) run every
+    train.eval_every steps on every rank (under ZeRO-3 the model is sharded, so each rank must
+    run the same forward passes); what they return is logged as ``eval_{name}``.
 
     Attributes: ``model`` (the model being trained: a PeftModel with LoRA), ``tokenizer``,
     ``trainer`` (the UnlearnTrainer), ``output_dir``, ``is_main_process``.

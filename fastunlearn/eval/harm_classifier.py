@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,9 +24,12 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
+    DataCollatorWithPadding,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
+    Trainer,
+    TrainingArguments,
 )
 
 from fastunlearn.eval.judges import ClassifierJudge
@@ -144,25 +148,29 @@ def train_harm_classifier(
         )
         learning_rate = learning_rate or DEFAULT_LEARNING_RATE["pretrained"]
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
-    order = random.Random(seed)
-    model.train()
-    for _ in range(epochs):
-        order.shuffle(train)
-        for start in range(0, len(train), batch_size):
-            batch = train[start : start + batch_size]
-            encoded = tokenizer(
-                [text for text, _ in batch],
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-            )
-            labels = torch.tensor([int(label) for _, label in batch])
-            loss = model(**encoded, labels=labels).loss
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+    examples = [
+        {**tokenizer(text, truncation=True, max_length=max_length), "labels": int(label)}
+        for text, label in train
+    ]
+    with tempfile.TemporaryDirectory() as scratch:  # the Trainer's output folder: no files kept
+        args = TrainingArguments(
+            output_dir=scratch,
+            num_train_epochs=epochs,
+            per_device_train_batch_size=batch_size,
+            learning_rate=learning_rate,
+            lr_scheduler_type="constant",
+            optim="adamw_torch",
+            weight_decay=0.01,
+            max_grad_norm=0.0,
+            save_strategy="no",
+            logging_strategy="no",
+            report_to=[],
+            disable_tqdm=True,
+            use_cpu=not torch.cuda.is_available(),
+            seed=seed,
+        )
+        collator = DataCollatorWithPadding(tokenizer)
+        Trainer(model=model, args=args, train_dataset=examples, data_collator=collator).train()
     model.eval()
 
     validation_judge = ClassifierJudge(

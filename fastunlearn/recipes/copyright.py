@@ -17,21 +17,25 @@ unlearn it, measure leakage.
    that NPO and KL read (the adapters disabled) is the implanted model, as it should be.
 3. leakage (`fastunlearn.eval.copyright_metrics`) before, after implant and after unlearning.
 
-A short loop of its own rather than the Unlearner: it runs two trainings on one in-memory
-model and needs no checkpoints, DeepSpeed or export. It is built on the same objectives,
-data sources and batch sampler.
+Both trainings run on the UnlearnTrainer (the engine's Trainer) over one in-memory model,
+without checkpoints or export: the same loop, objectives, data sources and batch sampler as
+``fastunlearn unlearn``.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from fastunlearn.data import token_blocks
 from fastunlearn.data.batches import BatchSampler, SequenceSource, padding_id
+from fastunlearn.engine.objective import ObjectiveModule
+from fastunlearn.engine.trainer import UnlearnTrainer, UnlearnTrainingArguments
 from fastunlearn.eval import copyright_metrics
 from fastunlearn.models import CausalLMAdapter, ReferenceModel, add_lora, lora_config
 from fastunlearn.objectives import NPO, GradientAscent, ResponseNLL, RetainKL, Term, WeightedSum
@@ -192,24 +196,73 @@ def _train(
     measure,
     record: Logger,
 ) -> None:
-    """AdamW on the trainable (LoRA) parameters for ``steps`` steps, one batch each."""
-    adapter = CausalLMAdapter(model)
-    device = next(model.parameters()).device
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=learning_rate
-    )
-    model.train()
-    for step in range(1, steps + 1):
-        output = objective(adapter, next(batches).to(device))
-        optimizer.zero_grad(set_to_none=True)
-        output.loss.backward()
-        optimizer.step()
-        row = {
-            "stage": stage,
-            "step": step,
-            **{name: float(value) for name, value in output.stats.items()},
-        }
-        if config.eval_every and step % config.eval_every == 0 and step < steps:
-            row.update(measure(model))
-        record(row)
+    """AdamW on the trainable (LoRA) parameters for ``steps`` steps, one batch each, at a
+    constant rate and without clipping; leakage every config.eval_every steps before the
+    last (the stage measures after it)."""
+    if steps == 0:
+        return
+    with tempfile.TemporaryDirectory() as scratch:  # the Trainer's output folder: no files kept
+        args = UnlearnTrainingArguments(
+            output_dir=scratch,
+            max_steps=steps,
+            per_device_train_batch_size=config.batch_size,
+            learning_rate=learning_rate,
+            lr_scheduler_type="constant",
+            optim="adamw_torch",
+            weight_decay=0.01,  # torch's AdamW default, as this recipe was tuned with
+            max_grad_norm=0.0,
+            logging_steps=1,
+            save_strategy="no",
+            eval_strategy="steps" if config.eval_every else "no",
+            eval_steps=config.eval_every or None,
+            report_to=[],
+            disable_tqdm=True,
+            use_cpu=not torch.cuda.is_available(),
+            seed=config.seed,
+        )
+
+        def leakage(trained, step: int) -> dict[str, float]:
+            return measure(model) if step < steps else {}
+
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+            trainer = UnlearnTrainer(
+                ObjectiveModule(model, objective),
+                args,
+                batches,
+                eval_hooks=[leakage] if config.eval_every else [],
+                callbacks=[_StageHistory(stage, record)],
+            )
+        for printer in (PrinterCallback, ProgressCallback):  # the rows go to ``record``
+            trainer.remove_callback(printer)
+        trainer.train()
     model.eval()
+
+
+class _StageHistory(TrainerCallback):
+    """One row per step, {"stage", "step", term stats..., "learning_rate"}, with the leakage
+    measured at that step merged in; a row is recorded once its step has been evaluated."""
+
+    def __init__(self, stage: str, record: Logger):
+        self.stage, self.record, self.pending = stage, record, None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if "loss" in logs:
+            self._flush()
+            kept = {name: value for name, value in logs.items() if name != "epoch"}
+            self.pending = {"stage": self.stage, "step": state.global_step, **kept}
+        elif self.pending is not None and any(name.startswith("eval_") for name in logs):
+            self.pending.update(
+                {
+                    name.removeprefix("eval_"): value
+                    for name, value in logs.items()
+                    if name != "epoch"
+                }
+            )
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.pending is not None:
+            self.record(self.pending)
+            self.pending = None

@@ -46,8 +46,8 @@ def test_a_diverging_run_stops_and_saves_nothing_after_the_last_finite_checkpoin
 
 
 def test_weights_that_are_not_finite_are_never_written(tmp_path, data, model, tokenizer):
-    def poison(unlearner, step):  # a finite loss, then a weight that is not
-        next(unlearner.model.parameters()).data[0, 0] = float("nan")
+    def poison(model, step):  # a finite loss, then a weight that is not
+        next(model.parameters()).data[0, 0] = float("nan")
 
     config = run_config(data, tmp_path / "run", "ga", train__max_steps=2, train__eval_every=2)
     with pytest.raises(TrainingDivergedError, match="step 2: the trained weights are not finite"):

@@ -94,9 +94,9 @@ def test_gradient_ascent_stops_when_the_forget_nll_passes_the_bound(
 def test_eval_hooks_run_every_eval_every_steps(tmp_path, data, model, tokenizer):
     calls = []
 
-    def count_parameters(unlearner, step):
+    def count_parameters(model, step):
         calls.append(step)
-        return {"parameters": float(sum(p.numel() for p in unlearner.model.parameters()))}
+        return {"parameters": float(sum(p.numel() for p in model.parameters()))}
 
     config = run_config(data, tmp_path / "run", "ga", train__max_steps=4, train__eval_every=2)
     Unlearner(config, model, tokenizer, eval_hooks=[count_parameters]).train()
@@ -212,3 +212,40 @@ def test_bad_input_fails_with_a_clear_message_before_any_output(
     with pytest.raises(error, match=message):
         Unlearner(config, model, tokenizer).train()
     assert not (tmp_path / "run").exists()
+
+
+def test_report_to_tensorboard_writes_the_logged_values(tmp_path, data, model, tokenizer):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = run_config(
+        data, tmp_path / "run", "ga", train__max_steps=2, train__report_to="[tensorboard]"
+    )
+    Unlearner(config, model, tokenizer).train()
+    (events,) = {path.parent for path in (tmp_path / "run").rglob("events.out.tfevents.*")}
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    logged = {row["step"]: row["ga/nll"] for row in training_rows(tmp_path / "run")}
+    written = {event.step: event.value for event in accumulator.Scalars("train/ga/nll")}
+    assert written.keys() == logged.keys() == {1, 2}
+    assert all(abs(written[step] - logged[step]) < 1e-6 for step in logged)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_gradient_checkpointing_trains_the_same_weights(tmp_path, data, tokenizer, lora):
+    finals = {}
+    for checkpointing in (False, True):
+        config = run_config(
+            data,
+            tmp_path / f"checkpointing-{checkpointing}",
+            "wpn",
+            train__max_steps=2,
+            train__gradient_checkpointing=checkpointing,
+            lora__enabled=lora,
+            lora__dropout=0.0,
+        )
+        unlearner = Unlearner(config, tiny_opt(tokenizer), tokenizer)
+        final = unlearner.train()
+        assert unlearner.trainer.model.model.is_activation_checkpointing == checkpointing
+        finals[checkpointing] = load_file(final / "model.safetensors")
+    for name, tensor in finals[False].items():
+        torch.testing.assert_close(finals[True][name], tensor, rtol=0, atol=1e-6, msg=name)
