@@ -293,10 +293,9 @@ def _environment() -> dict:
 
 
 def run_case(model_name: str, config_name: str, args, rank: int, world_size: int) -> list[dict]:
+    import deepspeed
     from transformers import AutoModelForCausalLM, OPTConfig
     from transformers.integrations import HfDeepSpeedConfig
-
-    import deepspeed
 
     from fastunlearn.engine.objective import ObjectiveModule, head_parameters
 

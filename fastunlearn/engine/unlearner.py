@@ -213,12 +213,7 @@ class Unlearner:
                 "lora.export=merged is not available under ZeRO-3 (the base weights are sharded); "
                 "use lora.export=adapter and merge afterwards with peft's merge_and_unload"
             )
-        if distributed.launched_world_size() == 1:  # before anything loads: fail at once
-            safety.check_writable_dir(self.output_dir, f"train.output_dir={self.output_dir}")
-            safety.RunLock(self.output_dir).probe()
         model_config = model.config if model is not None else load_configured_model_config(config)
-        self.tokenizer = tokenizer if tokenizer is not None else load_configured_tokenizer(config)
-        check_fits_model(config, model_config, self.tokenizer)
         if deepspeed_config is not None:
             # Before loading: zero.Init shards the weights as they are created, by these sizes.
             distributed.fill_hidden_size_keys(deepspeed_config, model_config.hidden_size)
@@ -226,9 +221,11 @@ class Unlearner:
         # Kept while this Unlearner lives: under ZeRO-3, from_pretrained then loads sharded.
         self.args = training_arguments(config, deepspeed_config, evaluates=bool(eval_hooks))
         self.is_main_process = self.args.process_index == 0
-        if self.is_main_process and distributed.launched_world_size() > 1:
+        if self.is_main_process:  # before anything loads: a folder the run cannot use fails now
             safety.check_writable_dir(self.output_dir, f"train.output_dir={self.output_dir}")
             safety.RunLock(self.output_dir).probe()
+        self.tokenizer = tokenizer if tokenizer is not None else load_configured_tokenizer(config)
+        check_fits_model(config, model_config, self.tokenizer)
         set_seed(config.train.seed)
         rank, world_size = self.args.process_index, self.args.world_size
         batches = build_sampler(config, self.tokenizer, rank, world_size)

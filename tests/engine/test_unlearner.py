@@ -249,3 +249,21 @@ def test_gradient_checkpointing_trains_the_same_weights(tmp_path, data, tokenize
         finals[checkpointing] = load_file(final / "model.safetensors")
     for name, tensor in finals[False].items():
         torch.testing.assert_close(finals[True][name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
+def test_report_to_wandb_offline_records_the_run(tmp_path, data, model, tokenizer, monkeypatch):
+    import wandb
+
+    for name, value in {
+        "WANDB_MODE": "offline",
+        "WANDB_DIR": tmp_path,
+        "WANDB_SILENT": "true",
+    }.items():
+        monkeypatch.setenv(name, str(value))
+    config = run_config(
+        data, tmp_path / "run", "ga", train__max_steps=2, train__report_to="[wandb]"
+    )
+    Unlearner(config, model, tokenizer).train()
+    wandb.finish()  # as at the exit of a `fastunlearn unlearn` process: the run is written out
+    (run,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    assert b"train/ga/nll" in run.read_bytes()  # the run's history holds each term
