@@ -140,10 +140,11 @@ class UnlearnTrainer(Trainer):
         self._log_steps += 1
         bound, watched = self.args.stop_forget_nll_above, self.forget_statistic
         if bound is not None and watched is not None and stats[watched] > bound:
-            print(
-                f"stopping at step {self.state.global_step}: forget NLL {stats[watched]:.3f} "
-                f"passed stop_forget_nll_above={bound}"
-            )
+            if self.is_world_process_zero():
+                print(
+                    f"stopping at step {self.state.global_step}: forget NLL "
+                    f"{stats[watched]:.3f} passed stop_forget_nll_above={bound}"
+                )
             control.should_training_stop = control.should_log = control.should_save = True
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
