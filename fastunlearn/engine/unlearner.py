@@ -134,8 +134,22 @@ def training_arguments(
     """The train section as the Trainer's arguments (creating them starts the process group
     under a launcher or DeepSpeed, and under ZeRO-3 makes from_pretrained load sharded).
     ``evaluates``: there are eval hooks to run every train.eval_every steps."""
+    try:
+        args = _training_arguments(config, deepspeed_config, evaluates)
+    except ValueError as error:  # an optimizer or schedule name it does not know, ...
+        raise ConfigError(f"train: {error}") from None
+    check_report_to(args.report_to)
+    args.device  # noqa: B018 - sets up the devices and process group: ranks are known after
+    if deepspeed_config is not None:
+        distributed.count_deepspeed_ranks_on_cpu(args.distributed_state)
+    return args
+
+
+def _training_arguments(
+    config: UnlearnConfig, deepspeed_config: dict | None, evaluates: bool
+) -> UnlearnTrainingArguments:
     train = config.train
-    args = UnlearnTrainingArguments(
+    return UnlearnTrainingArguments(
         output_dir=train.output_dir,
         per_device_train_batch_size=config.data.batch_size,
         learning_rate=train.learning_rate,
@@ -167,10 +181,18 @@ def training_arguments(
         disable_tqdm=not train.progress_bar,
         stop_forget_nll_above=train.stop_forget_nll_above,
     )
-    args.device  # noqa: B018 - sets up the devices and process group: ranks are known after
-    if deepspeed_config is not None:
-        distributed.count_deepspeed_ranks_on_cpu(args.distributed_state)
-    return args
+
+
+def check_report_to(report_to: list[str]) -> None:
+    """An integration the Trainer does not know or cannot start (its package missing) fails
+    here, before the model loads, rather than once training is set up."""
+    from transformers.integrations import get_reporting_integration_callbacks
+
+    try:
+        for callback in get_reporting_integration_callbacks(report_to):
+            callback()
+    except (ValueError, RuntimeError, ImportError) as error:
+        raise ConfigError(f"train.report_to: {error}") from None
 
 
 class Unlearner:

@@ -186,6 +186,8 @@ def test_deterministic_mode_is_restored_after_training(tmp_path, data, model, to
             "have no negative response.*fastunlearn generate",
         ),
         ("objective.layer", "7", ConfigError, r"objective.layer=7 is beyond the model's 2 layers"),
+        ("train.optim", "adamw_torchh", ConfigError, r"train: adamw_torchh is not a valid"),
+        ("train.report_to", "[tensorbaord]", ConfigError, "train.report_to: tensorbaord is not"),
         ("data.max_length", "500", ConfigError, r"data.max_length=500 is beyond .* 128 tokens"),
         (
             "train.deepspeed",
