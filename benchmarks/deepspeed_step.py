@@ -319,11 +319,12 @@ def run_case(model_name: str, config_name: str, args, rank: int, world_size: int
         data=DataConfig(batch_size=args.prompts, num_negatives=args.negatives),
         train=TrainConfig(
             deepspeed=f"fastunlearn:configs/deepspeed/{config_name}.json",
-            precision=args.precision,
+            bf16=args.precision == "bf16",
+            fp16=args.precision == "fp16",
             learning_rate=1e-5,
             max_steps=1000,  # the LR schedule stays near its start over the few steps run
             max_grad_norm=1.0,
-            progress_bar=False,
+            disable_tqdm=True,
         ),
     )
     ds_config = distributed.resolve_deepspeed_config(

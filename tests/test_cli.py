@@ -29,7 +29,7 @@ def run_files(tmp_path):
         "train": {
             "max_steps": 2,
             "learning_rate": 1e-2,
-            "progress_bar": False,
+            "disable_tqdm": True,
             "output_dir": str(tmp_path / "run"),
         },
     }

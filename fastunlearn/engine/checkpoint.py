@@ -51,11 +51,11 @@ class RunState:
 # reports and keeps checkpoints, and the sections training never reads.
 MAY_CHANGE_ON_RESUME = (
     "train.max_steps",
-    "train.log_every",
-    "train.eval_every",
-    "train.checkpoint_every",
-    "train.keep_checkpoints",
-    "train.progress_bar",
+    "train.logging_steps",
+    "train.eval_steps",
+    "train.save_steps",
+    "train.save_total_limit",
+    "train.disable_tqdm",
     "train.report_to",
     "train.output_dir",
     "generation.",

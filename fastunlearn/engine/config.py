@@ -18,7 +18,6 @@ from fastunlearn.resources import resolve_path
 
 OBJECTIVES = tuple(METHODS)
 RETAIN_TERMS = ("nll", "kl")
-PRECISIONS = ("fp32", "bf16", "fp16")
 MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
 FORGET_FORMATS = ("pku_saferlhf", "pairs", "prompts", "corpus")
 RETAIN_FORMATS = ("pairs", "truthfulqa", "corpus")
@@ -199,16 +198,17 @@ OPTION_NAMES = sorted(set().union(*map(_option_names, METHODS.values())))
 
 @dataclass
 class TrainConfig:
-    """The Trainer's settings. One optimizer step = ``gradient_accumulation_steps`` micro-batches
-    per rank. ``optim``: any optimizer name TrainingArguments knows (default: torch's AdamW).
-    ``lr_scheduler``: any name transformers.get_scheduler knows. ``checkpoint_every``,
-    ``eval_every``, ``log_every``: in optimizer steps, 0 = never (a checkpoint is always
-    written at the end). ``deepspeed``: a DeepSpeed JSON config (None: plain PyTorch, or DDP
-    under a launcher). ``report_to``: the Trainer's integrations (tensorboard, wandb, ...;
-    every log also goes to metrics.jsonl). ``gradient_checkpointing``: recompute activations
-    in the backward pass. ``stop_forget_nll_above``: gradient ascent stops once the forget
-    NLL passes this bound (the model is diverging). ``deterministic``:
-    torch.use_deterministic_algorithms, for bitwise-reproducible runs."""
+    """The Trainer's settings, each named and meaning as in transformers.TrainingArguments (the
+    engine passes them on as UnlearnTrainingArguments). One optimizer step =
+    ``gradient_accumulation_steps`` micro-batches per rank; data.batch_size is the micro-batch.
+    ``save_steps``: a checkpoint every so many steps (0: only the one always written at the
+    end); ``save_total_limit`` keeps the newest (None: all). ``eval_steps``: the eval hooks
+    every so many steps (None: never). ``deepspeed``: a DeepSpeed JSON config (None: plain
+    PyTorch, or DDP under a launcher). ``report_to``: the Trainer's integrations
+    (tensorboard, wandb, ...; every log also goes to metrics.jsonl). ``full_determinism``:
+    torch.use_deterministic_algorithms for the run only, for bitwise-reproducible runs. Ours:
+    ``stop_forget_nll_above``: gradient ascent stops once the forget NLL passes this bound
+    (the model is diverging)."""
 
     output_dir: str = "runs/unlearn"
     learning_rate: float = 1e-5
@@ -220,33 +220,37 @@ class TrainConfig:
     max_steps: int = 100
     gradient_accumulation_steps: int = 1
     warmup_steps: int = 0
-    lr_scheduler: str = "linear"
+    lr_scheduler_type: str = "linear"
     max_grad_norm: float | None = 1.0
-    precision: str = "fp32"
+    bf16: bool = False
+    fp16: bool = False
     seed: int = 0
-    checkpoint_every: int = 0
-    keep_checkpoints: int = 2
-    eval_every: int = 0
-    log_every: int = 1
+    save_steps: int = 0
+    save_total_limit: int | None = 2
+    eval_steps: int | None = None
+    logging_steps: int = 1
     deepspeed: str | None = None
     report_to: list[str] = field(default_factory=list)
-    gradient_checkpointing: bool = False
+    activation_checkpointing: bool = False
     stop_forget_nll_above: float | None = None
-    deterministic: bool = False
-    progress_bar: bool = True
+    full_determinism: bool = False
+    disable_tqdm: bool = False
 
     def __post_init__(self):
         self.deepspeed = _resolved(self.deepspeed)
-        _require_choice("train", "precision", self.precision, PRECISIONS)
+        if self.bf16 and self.fp16:
+            raise ValueError("train.bf16 and train.fp16 cannot both be true")
         for name in (
             "learning_rate",
             "max_steps",
             "gradient_accumulation_steps",
             "max_grad_norm",
-            "log_every",
+            "logging_steps",
+            "save_total_limit",
+            "eval_steps",
         ):
             _require_positive("train", name, getattr(self, name))
-        for name in ("warmup_steps", "checkpoint_every", "keep_checkpoints", "eval_every"):
+        for name in ("warmup_steps", "save_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
 

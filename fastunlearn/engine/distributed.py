@@ -54,7 +54,7 @@ def resolve_deepspeed_config(
         if section in resolved:
             raise ConfigError(
                 f"{source}: remove its {section!r} section; the optimizer (AdamW) and the LR "
-                "schedule come from train.learning_rate, train.lr_scheduler and the other "
+                "schedule come from train.learning_rate, train.lr_scheduler_type and the other "
                 "train.* settings"
             )
     train, data = config.train, config.data
@@ -69,8 +69,8 @@ def resolve_deepspeed_config(
             "data.batch_size * train.gradient_accumulation_steps * world size",
         ),
         "gradient_clipping": (train.max_grad_norm or 0.0, "train.max_grad_norm"),
-        "bf16.enabled": (train.precision == "bf16", "train.precision"),
-        "fp16.enabled": (train.precision == "fp16", "train.precision"),
+        "bf16.enabled": (train.bf16, "train.bf16"),
+        "fp16.enabled": (train.fp16, "train.fp16"),
     }
     contradictions = []
     for dotted, (value, our_name) in ours.items():

@@ -6,7 +6,7 @@
 Everything the config can get wrong is checked before the model loads. The UnlearnTrainer
 (a transformers.Trainer) runs the steps on one device, under DDP (torchrun, accelerate
 launch) or under DeepSpeed (ZeRO 0-3) when train.deepspeed names a config; checkpoints
-every train.checkpoint_every steps and at the end resume a run exactly; the end writes a
+every train.save_steps steps and at the end resume a run exactly; the end writes a
 Hugging Face model folder (``final/``) that from_pretrained loads.
 """
 
@@ -55,7 +55,7 @@ MODEL_DTYPES = {
 
 FP16_WEIGHTS = (
     "model.dtype=float16 would train fp16 weights, whose AdamW updates underflow (its epsilon "
-    "1e-8 is 0 in fp16) and turn to NaN; load float32 with train.precision=fp16, or bfloat16"
+    "1e-8 is 0 in fp16) and turn to NaN; load float32 with train.fp16=true, or bfloat16"
 )
 
 
@@ -133,7 +133,7 @@ def training_arguments(
 ) -> UnlearnTrainingArguments:
     """The train section as the Trainer's arguments (creating them starts the process group
     under a launcher or DeepSpeed, and under ZeRO-3 makes from_pretrained load sharded).
-    ``evaluates``: there are eval hooks to run every train.eval_every steps."""
+    ``evaluates``: there are eval hooks to run every train.eval_steps steps."""
     try:
         args = _training_arguments(config, deepspeed_config, evaluates)
     except ValueError as error:  # an optimizer or schedule name it does not know, ...
@@ -161,24 +161,24 @@ def _training_arguments(
         max_steps=train.max_steps,
         gradient_accumulation_steps=train.gradient_accumulation_steps,
         warmup_steps=train.warmup_steps,
-        lr_scheduler_type=train.lr_scheduler,
+        lr_scheduler_type=train.lr_scheduler_type,
         max_grad_norm=train.max_grad_norm or 0.0,
-        bf16=train.precision == "bf16",
-        fp16=train.precision == "fp16",
+        bf16=train.bf16,
+        fp16=train.fp16,
         # Mixed precision on a CPU needs the Trainer told so (DeepSpeed picks its own device).
         use_cpu=deepspeed_config is None and not torch.cuda.is_available(),
         seed=train.seed,
-        # Every checkpoint_every steps, and always at the end.
+        # Every save_steps steps, and always at the end.
         save_strategy="steps",
-        save_steps=train.checkpoint_every or train.max_steps,
-        save_total_limit=train.keep_checkpoints or None,
-        logging_steps=train.log_every,
-        eval_strategy="steps" if evaluates and train.eval_every else "no",
-        eval_steps=train.eval_every or None,
+        save_steps=train.save_steps or train.max_steps,
+        save_total_limit=train.save_total_limit,
+        logging_steps=train.logging_steps,
+        eval_strategy="steps" if evaluates and train.eval_steps else "no",
+        eval_steps=train.eval_steps,
         deepspeed=deepspeed_config,
         report_to=list(train.report_to),
-        activation_checkpointing=train.gradient_checkpointing,
-        disable_tqdm=not train.progress_bar,
+        activation_checkpointing=train.activation_checkpointing,
+        disable_tqdm=train.disable_tqdm,
         stop_forget_nll_above=train.stop_forget_nll_above,
     )
 
@@ -199,7 +199,7 @@ class Unlearner:
     """Runs ``config`` on ``model`` and ``tokenizer`` (default: loaded as config.model says).
 
     ``eval_hooks``: callables ``hook(model, step)`` (the model being trained) run every
-    train.eval_every steps on every rank (under ZeRO-3 the model is sharded, so each rank must
+    train.eval_steps steps on every rank (under ZeRO-3 the model is sharded, so each rank must
     run the same forward passes); what they return is logged as ``eval_{name}``.
 
     Attributes: ``model`` (the model being trained: a PeftModel with LoRA), ``tokenizer``,
@@ -349,7 +349,7 @@ class Unlearner:
             )
         lock = safety.RunLock(self.output_dir).acquire() if self.is_main_process else None
         try:
-            with _deterministic(self.config.train.deterministic):
+            with _deterministic(self.config.train.full_determinism):
                 self.trainer.train(resume_from_checkpoint=resume or None)
             return self.export()
         finally:

@@ -126,7 +126,7 @@ def run_config(
         "train.max_steps=3",
         "train.learning_rate=1e-2",
         "train.warmup_steps=1",
-        "train.progress_bar=false",
+        "train.disable_tqdm=true",
         "train.seed=3",
     ]
     settings += [f"{key.replace('__', '.')}={value}" for key, value in overrides.items()]

@@ -72,7 +72,7 @@ def test_deepspeed_auto_values_come_from_the_run_config():
         [
             "data.batch_size=3",
             "train.gradient_accumulation_steps=2",
-            "train.precision=bf16",
+            "train.bf16=true",
             "train.max_grad_norm=0.5",
         ],
     )
@@ -104,7 +104,7 @@ def test_deepspeed_values_that_contradict_the_run_config_are_listed():
     message = str(error.value)
     assert "ds.json contradicts the run config" in message
     assert "train_micro_batch_size_per_gpu = 4 there, but data.batch_size gives 2" in message
-    assert "bf16.enabled = True there, but train.precision gives False" in message
+    assert "bf16.enabled = True there, but train.bf16 gives False" in message
     assert "train_batch_size = 7 there" in message
     assert "gradient_accumulation_steps =" not in message  # it agrees
     with pytest.raises(ConfigError, match="remove its 'optimizer' section"):

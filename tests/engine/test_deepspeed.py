@@ -50,7 +50,7 @@ def overrides(model_dir, data, output_dir, objective):
         "train.max_steps=3",
         "train.learning_rate=1e-2",
         "train.warmup_steps=1",
-        "train.progress_bar=false",
+        "train.disable_tqdm=true",
         "train.seed=3",
     ]
 
@@ -78,7 +78,7 @@ def deepspeed_runs(tmp_path_factory):
             f"train.deepspeed={ROOT / 'fastunlearn' / 'configs' / 'deepspeed' / deepspeed_config}"
         )
         if name == RESUMED:
-            settings += ["train.checkpoint_every=2", "train.keep_checkpoints=0"]
+            settings += ["train.save_steps=2", "train.save_total_limit=null"]
         plan.append({"overrides": settings})
         if name == RESUMED:
             plan.append({"overrides": settings, "resume_from_step": 2})

@@ -34,7 +34,7 @@ def settings(model_dir, data, output_dir) -> list[str]:
         "train.max_steps=3",
         "train.learning_rate=1e-2",
         "train.warmup_steps=1",
-        "train.progress_bar=false",
+        "train.disable_tqdm=true",
         "train.seed=3",
     ]
 

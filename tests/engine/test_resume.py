@@ -36,10 +36,10 @@ def write_config(folder: Path, data: dict, model_dir: Path) -> Path:
             "max_steps": MAX_STEPS,
             "learning_rate": 1e-2,
             "warmup_steps": 2,
-            "checkpoint_every": 2,
+            "save_steps": 2,
             "gradient_accumulation_steps": 2,
-            "deterministic": True,
-            "progress_bar": False,
+            "full_determinism": True,
+            "disable_tqdm": True,
             "seed": 5,
         },
     }

@@ -32,8 +32,8 @@ def test_a_diverging_run_stops_and_saves_nothing_after_the_last_finite_checkpoin
         train__learning_rate=1e6,
         train__max_grad_norm="null",
         train__warmup_steps=0,
-        train__checkpoint_every=1,
-        train__keep_checkpoints=0,
+        train__save_steps=1,
+        train__save_total_limit="null",
     )
     with pytest.raises(TrainingDivergedError, match=r"training diverged at step (\d)") as error:
         Unlearner(config, model, tokenizer).train()
@@ -49,7 +49,7 @@ def test_weights_that_are_not_finite_are_never_written(tmp_path, data, model, to
     def poison(model, step):  # a finite loss, then a weight that is not
         next(model.parameters()).data[0, 0] = float("nan")
 
-    config = run_config(data, tmp_path / "run", "ga", train__max_steps=2, train__eval_every=2)
+    config = run_config(data, tmp_path / "run", "ga", train__max_steps=2, train__eval_steps=2)
     with pytest.raises(TrainingDivergedError, match="step 2: the trained weights are not finite"):
         Unlearner(config, model, tokenizer, eval_hooks=[poison]).train()
     assert list_checkpoints(tmp_path / "run") == [] and not (tmp_path / "run" / "final").exists()
@@ -68,7 +68,7 @@ def test_a_folder_held_by_a_live_run_is_refused_before_loading(tmp_path, data, m
 
 
 def test_a_finished_model_is_not_overwritten(tmp_path, data, model, tokenizer):
-    # keep_checkpoints=1 and a checkpoint removed by hand: final/ alone marks the finished run.
+    # save_total_limit=1 and a checkpoint removed by hand: final/ alone marks the finished run.
     config = run_config(data, tmp_path / "run", "ga", train__max_steps=1)
     final = Unlearner(config, model, tokenizer).train()
     for folder in list_checkpoints(tmp_path / "run"):
@@ -118,7 +118,12 @@ def test_resume_may_run_longer_and_report_differently(tmp_path, data, model, tok
     config = run_config(data, tmp_path / "run", "ga", train__max_steps=2)
     Unlearner(config, model, tokenizer).train()
     longer = run_config(
-        data, tmp_path / "run", "ga", train__max_steps=3, train__log_every=2, train__eval_every=3
+        data,
+        tmp_path / "run",
+        "ga",
+        train__max_steps=3,
+        train__logging_steps=2,
+        train__eval_steps=3,
     )
     resumed = Unlearner(longer, tiny_opt(tokenizer), tokenizer)
     resumed.train(resume=True)
@@ -128,7 +133,7 @@ def test_resume_may_run_longer_and_report_differently(tmp_path, data, model, tok
 def test_a_full_disk_is_named_and_leaves_the_last_checkpoint(
     tmp_path, data, model, tokenizer, monkeypatch
 ):
-    config = run_config(data, tmp_path / "run", "ga", train__max_steps=2, train__checkpoint_every=1)
+    config = run_config(data, tmp_path / "run", "ga", train__max_steps=2, train__save_steps=1)
     saved = checkpoint_module.save_trainable
 
     def save_trainable(folder, model):

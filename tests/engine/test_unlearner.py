@@ -41,9 +41,7 @@ def test_each_objective_trains_and_exports_a_loadable_model(
 @pytest.mark.parametrize("objective", ["ga_mismatch_kl", "npo"])
 def test_mixed_precision_on_plain_torch(tmp_path, data, model, tokenizer, objective):
     """OPT's hidden states come out of autocast in bf16 while its tied head stays fp32."""
-    config = run_config(
-        data, tmp_path / "run", objective, train__max_steps=2, train__precision="bf16"
-    )
+    config = run_config(data, tmp_path / "run", objective, train__max_steps=2, train__bf16=True)
     Unlearner(config, model, tokenizer).train()
     assert all(torch.isfinite(torch.tensor(row["loss"])) for row in training_rows(tmp_path / "run"))
 
@@ -91,14 +89,14 @@ def test_gradient_ascent_stops_when_the_forget_nll_passes_the_bound(
     assert latest_checkpoint(tmp_path / "run").name == "checkpoint-1"
 
 
-def test_eval_hooks_run_every_eval_every_steps(tmp_path, data, model, tokenizer):
+def test_eval_hooks_run_every_eval_steps_steps(tmp_path, data, model, tokenizer):
     calls = []
 
     def count_parameters(model, step):
         calls.append(step)
         return {"parameters": float(sum(p.numel() for p in model.parameters()))}
 
-    config = run_config(data, tmp_path / "run", "ga", train__max_steps=4, train__eval_every=2)
+    config = run_config(data, tmp_path / "run", "ga", train__max_steps=4, train__eval_steps=2)
     Unlearner(config, model, tokenizer, eval_hooks=[count_parameters]).train()
     assert calls == [2, 4]
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
@@ -114,8 +112,8 @@ def test_checkpoints_are_kept_and_an_existing_run_is_not_overwritten(
         tmp_path / "run",
         "ga",
         train__max_steps=4,
-        train__checkpoint_every=1,
-        train__keep_checkpoints=2,
+        train__save_steps=1,
+        train__save_total_limit=2,
     )
     Unlearner(config, model, tokenizer).train()
     # tensorboard/ holds event files where the tensorboard package is installed.
@@ -153,7 +151,9 @@ def test_a_checkpoint_of_a_different_model_is_refused(tmp_path, data, model, tok
 
 
 def test_deterministic_mode_is_restored_after_training(tmp_path, data, model, tokenizer):
-    config = run_config(data, tmp_path / "run", "ga", train__max_steps=1, train__deterministic=True)
+    config = run_config(
+        data, tmp_path / "run", "ga", train__max_steps=1, train__full_determinism=True
+    )
     Unlearner(config, model, tokenizer).train()
     assert not torch.are_deterministic_algorithms_enabled()
 
@@ -241,7 +241,7 @@ def test_gradient_checkpointing_trains_the_same_weights(tmp_path, data, tokenize
             tmp_path / f"checkpointing-{checkpointing}",
             "wpn",
             train__max_steps=2,
-            train__gradient_checkpointing=checkpointing,
+            train__activation_checkpointing=checkpointing,
             lora__enabled=lora,
             lora__dropout=0.0,
         )

@@ -57,7 +57,7 @@ def test_demo_recipe_refuses_harm_and_keeps_answering(tmp_path):
             "generation.max_new_tokens=16",
             f"train.max_steps={STEPS}",
             "train.warmup_steps=0",
-            "train.progress_bar=false",
+            "train.disable_tqdm=true",
         ],
     )
     suite = demo_suite(
