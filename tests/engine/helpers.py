@@ -109,11 +109,11 @@ def write_data(folder: Path) -> dict[str, Path]:
     }
 
 
-def run_config(
+def run_settings(
     data: dict[str, Path], output_dir: Path, objective: str = "wpn", **overrides
-) -> UnlearnConfig:
-    """A few steps on the tiny data; ``overrides`` as section__key=value
-    (e.g. train__max_steps=4)."""
+) -> list[str]:
+    """A few steps on the tiny data as ``key=value`` settings (what --set takes);
+    ``overrides`` as section__key=value (e.g. train__max_steps=4, model__name_or_path=...)."""
     settings = [
         f"data.forget.path={data['forget']}",
         f"data.retain.path={data['normal']}",
@@ -129,5 +129,11 @@ def run_config(
         "train.disable_tqdm=true",
         "train.seed=3",
     ]
-    settings += [f"{key.replace('__', '.')}={value}" for key, value in overrides.items()]
-    return UnlearnConfig.load(None, settings)
+    return settings + [f"{key.replace('__', '.')}={value}" for key, value in overrides.items()]
+
+
+def run_config(
+    data: dict[str, Path], output_dir: Path, objective: str = "wpn", **overrides
+) -> UnlearnConfig:
+    """run_settings as a config."""
+    return UnlearnConfig.load(None, run_settings(data, output_dir, objective, **overrides))

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from fastunlearn.engine import UnlearnConfig, Unlearner
 from fastunlearn.engine.distributed import free_port
-from tests.engine.helpers import save_tiny_model, training_rows
+from tests.engine.helpers import run_settings, save_tiny_model, training_rows
 
 pytest.importorskip("deepspeed", reason="deepspeed is not installed (pip install -e .[deepspeed])")
 pytestmark = pytest.mark.deepspeed
@@ -37,22 +37,7 @@ RESUMED = "zero3-wpn"  # also killed (in effect) after step 2 and resumed
 
 
 def overrides(model_dir, data, output_dir, objective):
-    return [
-        f"model.name_or_path={model_dir}",
-        f"data.forget.path={data['forget']}",
-        f"data.retain.path={data['normal']}",
-        f"data.positives.path={data['refusals']}",
-        "data.num_negatives=2",
-        "data.batch_size=2",
-        "data.max_length=48",
-        f"objective.name={objective}",
-        f"train.output_dir={output_dir}",
-        "train.max_steps=3",
-        "train.learning_rate=1e-2",
-        "train.warmup_steps=1",
-        "train.disable_tqdm=true",
-        "train.seed=3",
-    ]
+    return run_settings(data, output_dir, objective, model__name_or_path=model_dir)
 
 
 def losses(output_dir):

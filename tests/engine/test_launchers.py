@@ -13,30 +13,16 @@ from safetensors.torch import load_file
 
 from fastunlearn.engine import UnlearnConfig, Unlearner
 from fastunlearn.engine.distributed import free_port
-from tests.engine.helpers import save_tiny_model, training_rows
+from tests.engine.helpers import run_settings, save_tiny_model, training_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 WORLD_SIZE = 2
 
 
 def settings(model_dir, data, output_dir) -> list[str]:
-    return [
-        f"model.name_or_path={model_dir}",
-        f"data.forget.path={data['forget']}",
-        f"data.retain.path={data['normal']}",
-        f"data.positives.path={data['refusals']}",
-        "data.num_negatives=2",
-        "data.batch_size=2",
-        "data.max_length=48",
-        "objective.name=wpn",
-        "objective.retain=nll",
-        f"train.output_dir={output_dir}",
-        "train.max_steps=3",
-        "train.learning_rate=1e-2",
-        "train.warmup_steps=1",
-        "train.disable_tqdm=true",
-        "train.seed=3",
-    ]
+    return run_settings(
+        data, output_dir, "wpn", objective__retain="nll", model__name_or_path=model_dir
+    )
 
 
 LAUNCHERS = {
