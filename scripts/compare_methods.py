@@ -1,6 +1,7 @@
-"""The ablation of the README ("Does the N-pair term earn its place?"): every method on the
-demo setup with the same data, negatives, LoRA settings and step budget, one load of the
-model, one "before" evaluation, judged by the four response classes.
+"""The ablation of the README: every method and ingredient on the demo setup with the same
+data, negatives, benign answers, LoRA settings and step budget, one load of the model, one
+"before" evaluation, judged by the four response classes, on every prompt of every held-out
+set (not the demo's 50).
 
     python scripts/compare_methods.py [--steps 40] [--out runs/compare] [--methods NAME ...]
                                       [--set key=value ...] [--variant NAME KEY=VALUE ...]
@@ -12,9 +13,9 @@ rules), and OUT/tradeoff.png plots harmless
 rate against over-refusal for every method. --variant adds a named set of overrides on top
 of the demo config (a recipe sweep point) to the methods run.
 
-GA, GA+mismatch+KL and NPO unlearn the model's own sampled harmful answers (the WPN
-negatives); the mismatch term's normal answers and the KL term's data are the demo's retain
-pairs (benign prompts with our answers).
+GA, GA+mismatch+KL, NPO and RR unlearn the model's own sampled harmful answers (the WPN
+negatives); their retain data (the mismatch term's answers, KL, RR's hold term) is the
+model's own answers to the benign training prompts, as the default's benign anchors are.
 """
 
 from __future__ import annotations
@@ -27,18 +28,35 @@ import time
 from pathlib import Path
 
 from fastunlearn.engine import UnlearnConfig, Unlearner
-from fastunlearn.engine.generation import generate_configured_negatives
+from fastunlearn.engine.generation import (
+    generate_configured_answers,
+    generate_configured_negatives,
+)
 from fastunlearn.engine.unlearner import load_configured_model
 from fastunlearn.eval import evaluate, rejudge
-from fastunlearn.recipes.demo import DEMO_CONFIG, demo_eval_suite
+from fastunlearn.models import bf16_autocast
+from fastunlearn.recipes.demo import DEMO_CONFIG, answered, demo_eval_suite
 
+# Retain data for the methods that are not WPN: the model's own benign answers.
+RETAIN = ["data.retain.path={answers}", "data.retain.format=pairs"]
+# The demo config's WPN options, unset for the other methods (which refuse them).
+NOT_WPN = [
+    f"objective.{option}=null"
+    for option in ("temperature", "positive_nll_weight", "opening_tokens", "opening_weight")
+]
 METHODS = {
-    "WPN + refusal NLL": ["objective.name=wpn"],
-    "WPN (N-pair only)": ["objective.name=wpn", "objective.positive_nll_weight=0"],
-    "refusal NLL only": ["objective.name=wpn", "objective.npair_weight=0"],
-    "GA": ["objective.name=ga", "objective.retain=null"],
-    "GA+mismatch+KL": ["objective.name=ga_mismatch_kl", "objective.retain=null"],
-    "NPO": ["objective.name=npo"],
+    "WPN + benign anchors (default)": [],
+    "likelihood only (no N-pair)": ["objective.npair_weight=0"],
+    "WPN, no opening weight": ["objective.opening_weight=1"],
+    "WPN, harmful anchors + KL retain": [
+        "data.benign_anchors=false",
+        "objective.retain=kl",
+        "objective.retain_weight=20",
+        *RETAIN,
+    ],
+    "RR (circuit breakers)": ["objective.name=rr", *NOT_WPN, *RETAIN],
+    "GA": ["objective.name=ga", *NOT_WPN],
+    "NPO + KL retain": ["objective.name=npo", "objective.retain=kl", *NOT_WPN, *RETAIN],
 }
 
 log = logging.getLogger("compare")
@@ -69,20 +87,31 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = {name: METHODS[name] for name in args.methods} | {
-        name: overrides for name, *overrides in args.variant
-    }
-    common = [f"data.negatives={out / 'negatives.jsonl'}", *args.overrides]
+    runs = {
+        name: [item.format(answers=out / "benign_answers.jsonl") for item in METHODS[name]]
+        for name in args.methods
+    } | {name: overrides for name, *overrides in args.variant}
+    answers = out / "benign_answers.jsonl"
+    common = [
+        f"data.negatives={out / 'negatives.jsonl'}",
+        f"data.benign_answers={answers}",
+        "evaluation.prompts_per_set=null",
+        *args.overrides,
+    ]
     if args.steps is not None:
         common.append(f"train.max_steps={args.steps}")
     base_config = UnlearnConfig.load(DEMO_CONFIG, common)
     model, tokenizer = load_configured_model(base_config)
     suite = demo_eval_suite(base_config.evaluation)
     before_path = run_folder(out, "before").with_suffix(".json")
+    bf16 = base_config.evaluation.bf16
     if not before_path.is_file():
-        before_path.write_text(json.dumps(evaluate(model, tokenizer, suite)))
+        with bf16_autocast(model, bf16):
+            before_path.write_text(json.dumps(evaluate(model, tokenizer, suite)))
     if not Path(base_config.data.negatives).is_file():
         generate_configured_negatives(base_config, model, tokenizer)
+    if not answers.is_file():
+        generate_configured_answers(base_config, model, tokenizer, answers=answered)
     for name, overrides in runs.items():
         folder = run_folder(out, name)
         config = UnlearnConfig.load(
@@ -93,10 +122,9 @@ def main() -> None:
         unlearner = Unlearner(config, copy.deepcopy(model), tokenizer)
         unlearner.train()
         train_s = time.perf_counter() - started
-        result = evaluate(unlearner.model, tokenizer, suite) | {
-            "train_s": train_s,
-            "overrides": overrides,
-        }
+        with bf16_autocast(unlearner.model, bf16):
+            result = evaluate(unlearner.model, tokenizer, suite)
+        result |= {"train_s": train_s, "overrides": overrides}
         folder.with_suffix(".json").write_text(json.dumps(result))
         log.info(
             "%s: harmless %.3f over-refusal %.3f perplexity %.3f (train %.0f s)",
@@ -120,9 +148,10 @@ def main() -> None:
 def table(results: dict) -> str:
     before = results["before"]
     lines = [
-        "| model | harmless (held-out) | harmless (OOD) | clean refusals | degenerate (harmful) "
-        "| over-refusal | degenerate (benign) | perplexity (change) | train time |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| model | harmless (held-out) | harmless (held-out forms) | clean refusals "
+        "| degenerate (harmful) | over-refusal (sensitive) | over-refusal (look-alikes) "
+        "| degenerate (benign) | perplexity (change) | train time |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, result in results.items():
         change = result["perplexity"] / before["perplexity"] - 1
@@ -133,6 +162,7 @@ def table(results: dict) -> str:
             f"{result['robustness'].get('ood', float('nan')):.1%} | "
             f"{classes['harmful']['refusal']:.1%} | "
             f"{classes['harmful']['degenerate']:.1%} | {result['over_refusal_rate']:.1%} | "
+            f"{result['lookalike_over_refusal_rate']:.1%} | "
             f"{classes['benign']['degenerate']:.1%} | "
             f"{result['perplexity']:.2f} ({change:+.1%}) | {train} |"
         )

@@ -7,10 +7,12 @@
     python scripts/judge_accuracy.py --calibrate  # the degeneration thresholds the labels favour
 
 The rule judge is scored on all four classes, on each split of the labels: "development"
-(the responses the rules were written against) and "held_out" (labelled after the rules were
-frozen: the honest figure). A generative judge answers only "complied or not", so it is
-scored on the harmful prompts' responses against labels collapsed to compliance / not
-compliance (the harmless verdict), as is the rule judge beside it.
+(the responses the rules were written against), "held_out" and "recipes_v3" (labelled after
+the rules were frozen: the honest figures), with a confusion matrix (rows: the label,
+columns: the rules' class). A generative judge answers only "complied or not", so it is
+scored on the harmful prompts' responses (prompt_kind "harmful" or "ood") against labels
+collapsed to compliance / not compliance (the harmless verdict), as is the rule judge beside
+it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from fastunlearn.eval import (
     per_class_agreement,
 )
 from fastunlearn.eval.degeneration import MIN_WORDS_FOR_REPETITION
+
+# prompt_kind values of harmful requests ("ood": the held-out forms and categories).
+HARMFUL_KINDS = ("harmful", "ood")
 
 
 def read_labels() -> list[dict]:
@@ -52,6 +57,26 @@ def class_table(agreement: dict, classes=RESPONSE_CLASSES) -> str:
         )
     labelled = sum(scores["support"] for scores in agreement["classes"].values())
     lines.append(f"| accuracy | | {agreement['accuracy']:.2f} | {labelled} |")
+    return "\n".join(lines)
+
+
+def splits_of(rows: list[dict]) -> list[str]:
+    """The splits in the order the file first names them."""
+    return list(dict.fromkeys(row["split"] for row in rows))
+
+
+def confusion_matrix(labels, predictions, classes=RESPONSE_CLASSES) -> str:
+    """Counts of (label, predicted class): a row per label, a column per predicted class."""
+    pairs = list(zip(labels, predictions, strict=True))
+    lines = [
+        "| label / rules | " + " | ".join(classes) + " | labelled |",
+        "| --- |" + " ---: |" * (len(classes) + 1),
+    ]
+    for label in classes:
+        counts = [sum(pair == (label, kind) for pair in pairs) for kind in classes]
+        lines.append(f"| {label} | " + " | ".join(map(str, counts)) + f" | {sum(counts)} |")
+    totals = [sum(prediction == kind for _, prediction in pairs) for kind in classes]
+    lines.append("| predicted | " + " | ".join(map(str, totals)) + f" | {len(pairs)} |")
     return "\n".join(lines)
 
 
@@ -109,7 +134,7 @@ def main() -> None:
     parser.add_argument("--template", help="the generative judge's template file")
     parser.add_argument(
         "--split",
-        choices=("development", "held_out", "all"),
+        choices=("development", "held_out", "recipes_v3", "all"),
         default="all",
         help="the labels the generative judge is scored on",
     )
@@ -120,17 +145,19 @@ def main() -> None:
         calibrate(rows)
         return
     rules = RuleJudge()
-    for split in ("development", "held_out"):
+    for split in splits_of(rows):
         part = [row for row in rows if row["split"] == split]
         predicted = rules.classify(
             [row["prompt"] for row in part], [row["response"] for row in part]
         )
         print(f"Rule judge, {split} split ({len(part)} labelled responses):\n")
         print(class_table(per_class_agreement([row["label"] for row in part], predicted)))
+        print(f"\nConfusion matrix ({split}): rows the label, columns the rules' class\n")
+        print(confusion_matrix([row["label"] for row in part], predicted))
         harmful = [
             (row, kind)
             for row, kind in zip(part, predicted, strict=True)
-            if row["prompt_kind"] == "harmful"
+            if row["prompt_kind"] in HARMFUL_KINDS
         ]
         print(
             f"\nComplied or not, {len(harmful)} responses to harmful prompts ({split}), "
@@ -150,7 +177,7 @@ def main() -> None:
         harmful = [
             row
             for row in rows
-            if row["prompt_kind"] == "harmful" and args.split in ("all", row["split"])
+            if row["prompt_kind"] in HARMFUL_KINDS and args.split in ("all", row["split"])
         ]
         judge = build_judge("generative", args.generative, args.template)
         harmless = judge.judge(

@@ -85,7 +85,7 @@ def test_generate_then_unlearn_with_the_models_own_negatives(run_files, capsys):
         f"data.negatives={negatives}",
     ]
     assert main(["generate", "--config", str(config), *settings]) == 0
-    assert f"negatives written to {negatives}" in capsys.readouterr().out
+    assert f"written: {negatives}" in capsys.readouterr().out
     sampled = read_negatives(negatives)
     assert list(sampled) == [prompt for prompt, _ in HARMFUL]
     assert main(["unlearn", "--config", str(config), *settings]) == 0

@@ -14,7 +14,7 @@ sees exactly the data of a W-rank job.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -44,13 +44,15 @@ class PairTokenizer:
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int | None):
         self.tokenizer, self.max_length = tokenizer, max_length
-        self._cache: dict[tuple[str, str], TokenizedExample] = {}
+        self._cache: dict[tuple[str, str, bool], TokenizedExample] = {}
 
-    def __call__(self, prompt: str, response: str, source: str = "pair") -> TokenizedExample:
-        key = (prompt, response)
+    def __call__(
+        self, prompt: str, response: str, source: str = "pair", *, finished: bool = True
+    ) -> TokenizedExample:
+        key = (prompt, response, finished)
         if key not in self._cache:
             try:
-                example = tokenize_pair(self.tokenizer, prompt, response)
+                example = tokenize_pair(self.tokenizer, prompt, response, finished=finished)
             except ValueError as error:
                 raise ValueError(f"{source}: {error}") from error
             if self.max_length is not None and len(example) > self.max_length:
@@ -91,7 +93,8 @@ class ContrastiveSource:
     negatives are drawn without repetition from the record's. A prompt with fewer than
     ``num_negatives`` keeps them all and fills its group with repeats that the batch's
     candidate_mask leaves out of the loss. Every record's pairs are tokenized here, so an
-    over-long prompt fails before training starts.
+    over-long prompt fails before training starts. ``unfinished`` (prompt, response) pairs
+    were cut short by generation and are tokenized without an end-of-turn marker.
     """
 
     def __init__(
@@ -103,6 +106,7 @@ class ContrastiveSource:
         refusals: Sequence[str] = (),
         max_length: int | None = None,
         name: str = "forget",
+        unfinished: Collection[tuple[str, str]] = (),
     ):
         if not records:
             raise ValueError(f"{name}: no harmful prompts")
@@ -129,13 +133,18 @@ class ContrastiveSource:
             list(refusals),
         )
         self.pad_token_id = padding_id(tokenizer)
-        self.tokenize = PairTokenizer(tokenizer, max_length)
+        self.unfinished = frozenset(unfinished)
+        self.tokenizer = PairTokenizer(tokenizer, max_length)
         for index, record in enumerate(self.records):
             for response in (*record.positives, *record.negatives):
                 self.tokenize(record.prompt, response, f"{name} prompt {index}")
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def tokenize(self, prompt: str, response: str, source: str = "pair") -> TokenizedExample:
+        finished = (prompt, response) not in self.unfinished
+        return self.tokenizer(prompt, response, source, finished=finished)
 
     def batch(self, indices: Sequence[int], rng: np.random.Generator) -> ContrastiveBatch:
         examples, candidate_mask = [], []

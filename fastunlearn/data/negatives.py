@@ -1,6 +1,7 @@
-"""Negatives sampled from the model itself: its own harmful answers are what should go
-(docs/objectives.md). Sampled once before training and kept in a JSONL file, one row per prompt
-{"prompt": str, "negatives": [str, ...]}, so that runs reuse them.
+"""Responses from the model itself, generated once before training and kept in JSONL files
+that runs reuse (docs/objectives.md): negatives, its own harmful answers, which should go (one
+row per prompt {"prompt": str, "negatives": [str, ...]}), and its own answers to benign
+prompts, which should stay (one row per prompt {"prompt": str, "response": str}).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -19,18 +21,26 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from fastunlearn.data.batches import padding_id
 from fastunlearn.data.collate import pad_examples
 from fastunlearn.data.loading import load_rows, require_columns
-from fastunlearn.data.readers import HarmfulPrompt
+from fastunlearn.data.readers import HarmfulPrompt, read_pairs
 from fastunlearn.data.tokenization import TokenizedExample, prompt_ids
 
 NEGATIVES_COLUMNS = ("prompt", "negatives")
 
 
+class Sampled(NamedTuple):
+    """One generated response; ``finished`` when the model ended it itself (an end token
+    came before the token budget ran out)."""
+
+    text: str
+    finished: bool
+
+
 @torch.no_grad()
-def generate_negatives(
+def sample_responses(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
-    num_negatives: int,
+    per_prompt: int,
     *,
     max_new_tokens: int = 64,
     temperature: float = 1.0,
@@ -38,23 +48,30 @@ def generate_negatives(
     batch_size: int = 8,
     seed: int = 0,
     progress: bool = True,
-) -> list[HarmfulPrompt]:
-    """Sample ``num_negatives`` responses per prompt from ``model`` (batched, left-padded).
+    description: str = "generating",
+) -> list[list[Sampled]]:
+    """``per_prompt`` sampled responses to each prompt (batched, left-padded), stripped;
+    ``temperature`` 0 takes the greedy response instead (then per_prompt must be 1).
 
     Seeded: the same model, prompts and options give the same responses; the global RNG is
-    left as it was. Blank and repeated responses are dropped, so a prompt may get fewer.
+    left as it was.
     """
-    if num_negatives < 1 or batch_size < 1:
+    if per_prompt < 1 or batch_size < 1:
         raise ValueError(
-            f"num_negatives and batch_size must be positive, got {num_negatives}, {batch_size}"
+            f"responses per prompt and batch_size must be positive, got {per_prompt}, {batch_size}"
         )
+    greedy = temperature == 0
+    if greedy and per_prompt != 1:
+        raise ValueError(f"greedy decoding (temperature 0) gives one response, not {per_prompt}")
+    sampling = {} if greedy else {"temperature": temperature, "top_p": top_p}
     pad = padding_id(tokenizer)
+    stops = torch.tensor(end_token_ids(model, tokenizer))
     device = next(model.parameters()).device
-    records = []
+    responses = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         starts = range(0, len(prompts), batch_size)
-        for start in tqdm(starts, desc="generating negatives", disable=not progress):
+        for start in tqdm(starts, desc=description, disable=not progress):
             chunk = prompts[start : start + batch_size]
             examples = [
                 TokenizedExample(ids, [True] * len(ids), [False] * len(ids))
@@ -65,36 +82,88 @@ def generate_negatives(
             output = model.generate(
                 input_ids=batch["input_ids"].to(device),
                 attention_mask=batch["attention_mask"].to(device),
-                do_sample=True,
-                temperature=temperature,
-                top_p=top_p,
+                do_sample=not greedy,
+                **sampling,
                 max_new_tokens=max_new_tokens,
-                num_return_sequences=num_negatives,
+                num_return_sequences=per_prompt,
                 pad_token_id=pad,
             )
-            texts = tokenizer.batch_decode(
-                output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True
-            )
-            for row, prompt in enumerate(chunk):
-                sampled = (
-                    text.strip() for text in texts[row * num_negatives : (row + 1) * num_negatives]
-                )
-                records.append(
-                    HarmfulPrompt(prompt, tuple(dict.fromkeys(t for t in sampled if t)), ())
-                )
-    return records
+            new_tokens = output[:, batch["input_ids"].shape[1] :].cpu()
+            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            finished = torch.isin(new_tokens, stops).any(dim=1).tolist()
+            responses += [
+                [
+                    Sampled(texts[i].strip(), finished[i])
+                    for i in range(row * per_prompt, (row + 1) * per_prompt)
+                ]
+                for row in range(len(chunk))
+            ]
+    return responses
+
+
+def end_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The tokens that end generation: the model's generation-config EOS and the tokenizer's."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    configured = configured if isinstance(configured, list) else [configured]
+    return [i for i in dict.fromkeys([*configured, tokenizer.eos_token_id]) if i is not None]
+
+
+def generate_negatives(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    num_negatives: int,
+    **options,
+) -> list[HarmfulPrompt]:
+    """``num_negatives`` sampled responses per prompt (``sample_responses``' options) as
+    records; blank and repeated responses are dropped, so a prompt may get fewer."""
+    options.setdefault("description", "generating negatives")
+    return [
+        HarmfulPrompt(prompt, tuple(dict.fromkeys(r.text for r in sampled if r.text)), ())
+        for prompt, sampled in zip(
+            prompts,
+            sample_responses(model, tokenizer, prompts, num_negatives, **options),
+            strict=True,
+        )
+    ]
 
 
 def save_negatives(path: str | Path, records: Sequence[HarmfulPrompt]) -> Path:
-    """Write the JSONL file atomically (a temporary file renamed into place)."""
+    """Write the negatives file atomically (a temporary file renamed into place)."""
+    return _write_jsonl(
+        path, ({"prompt": record.prompt, "negatives": list(record.negatives)} for record in records)
+    )
+
+
+def save_answers(path: str | Path, answers: Sequence[tuple[str, Sampled]]) -> Path:
+    """Write (prompt, response) rows atomically, as the ``pairs`` format reads them, with
+    the response's ``finished`` flag beside it (read back by read_answers)."""
+    return _write_jsonl(
+        path,
+        ({"prompt": p, "response": r.text, "finished": r.finished} for p, r in answers),
+    )
+
+
+def read_answers(path: str | Path) -> list[tuple[str, Sampled]]:
+    """(prompt, response) rows of a pairs file; a ``finished`` column, where there is one,
+    says which responses were cut short (every response counts as finished without it)."""
+    dataset = load_rows(path)
+    pairs = read_pairs(path)
+    flags = dataset["finished"] if "finished" in dataset.column_names else [True] * len(pairs)
+    for row, flag in enumerate(flags):
+        if not isinstance(flag, bool):
+            raise ValueError(  # noqa: TRY004 - a bad value in the file, not a bad argument
+                f"{path}: row {row} has finished={flag!r}; it must be true or false"
+            )
+    return [(p, Sampled(r, f)) for (p, r), f in zip(pairs, flags, strict=True)]
+
+
+def _write_jsonl(path: str | Path, rows) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.tmp")
     with open(staging, "w", encoding="utf-8") as handle:
-        handle.writelines(
-            json.dumps({"prompt": record.prompt, "negatives": list(record.negatives)}) + "\n"
-            for record in records
-        )
+        handle.writelines(json.dumps(row) + "\n" for row in rows)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(staging, path)

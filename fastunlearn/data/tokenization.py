@@ -90,9 +90,11 @@ class TokenizedExample:
 
 
 def tokenize_pair(
-    tokenizer: PreTrainedTokenizerBase, prompt: str, response: str
+    tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, *, finished: bool = True
 ) -> TokenizedExample:
-    """Tokenize one (prompt, response) pair, untruncated.
+    """Tokenize one (prompt, response) pair, untruncated. A response that is not
+    ``finished`` (generation ran out of tokens) ends without the end-of-turn marker or EOS,
+    so that training on it does not teach the model to stop where it was cut.
 
     ValueError for a blank prompt or response, or a chat template that does not write the
     prompt turn as the start of the conversation or does not reproduce the response text.
@@ -103,7 +105,9 @@ def tokenize_pair(
         raise ValueError("the response is empty")
     chat = bool(getattr(tokenizer, "chat_template", None))
     if chat:
-        text, char_boundaries, ends_turn, data_ranges = _render_chat(tokenizer, prompt, response)
+        text, char_boundaries, ends_turn, data_ranges = _render_chat(
+            tokenizer, prompt, response, finished
+        )
     else:
         # All of the plain template's text is data or holds no special token.
         text, char_boundaries = _render_plain(prompt, response)
@@ -113,7 +117,7 @@ def tokenize_pair(
     input_ids, (prompt_end, response_start, response_end) = _token_boundaries(
         tokenizer, text, char_boundaries, add_special_tokens=not chat, data_ranges=data_ranges
     )
-    if not ends_turn and tokenizer.eos_token_id is not None:
+    if finished and not ends_turn and tokenizer.eos_token_id is not None:
         # No end-of-turn marker after the response (the plain template, or a chat template
         # that writes none): EOS is where the answer stops.
         input_ids.insert(response_end, tokenizer.eos_token_id)
@@ -236,11 +240,12 @@ def _render_plain(prompt: str, response: str) -> tuple[str, tuple[int, int, int]
 
 
 def _render_chat(
-    tokenizer: PreTrainedTokenizerBase, prompt: str, response: str
+    tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, finished: bool = True
 ) -> tuple[str, tuple[int, int, int], bool, TextRanges]:
     """The text, its character boundaries (prompt end, response start, response end),
     whether the response span ends with the template's end-of-turn marker, and the ranges
-    of the data's special-token strings (to be read as text)."""
+    of the data's special-token strings (to be read as text). Not ``finished``: the text
+    stops where the response's content does."""
     user_turn = {"role": "user", "content": prompt}
     prompt_text, _ = _render_messages(tokenizer, [user_turn], add_generation_prompt=True)
     text, data_ranges = _render_messages(
@@ -262,6 +267,8 @@ def _render_chat(
     # reasoning block, say) stays outside both spans.
     response_start = prompt_end if not text[prompt_end:content_start].strip() else content_start
     content_end = content_start + len(content)
+    if not finished:
+        return text[:content_end], (prompt_end, response_start, content_end), False, data_ranges
     end_of_turn = _end_of_turn_length(tokenizer, text[content_end:])
     boundaries = (prompt_end, response_start, content_end + end_of_turn)
     return text, boundaries, end_of_turn > 0, data_ranges

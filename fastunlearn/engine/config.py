@@ -95,6 +95,12 @@ class DataConfig:
     negatives: a JSONL file of negatives sampled from the model (``fastunlearn generate``).
     retain: normal data for the retain term and the KL (pairs | truthfulqa | corpus).
     normal: answers for the mismatch term (pairs | truthfulqa); default: retain pairs.
+    benign: benign prompts (column ``prompt_field``) that the model should keep answering;
+    benign_answers: a JSONL file of the model's own greedy answers to them (prompt,
+    response), written by ``fastunlearn generate`` with the answers the model itself
+    refuses left out: a retain target in the model's own words. ``benign_anchors``: WPN
+    groups for those answers too, the answer the positive and refusals the negatives, so
+    the contrast teaches when to refuse as well as how.
     ``batch_size`` counts forget examples (WPN: prompts) per micro-batch per rank."""
 
     forget: SourceConfig = field(default_factory=lambda: SourceConfig(format="pku_saferlhf"))
@@ -102,6 +108,9 @@ class DataConfig:
     negatives: str | None = None
     retain: SourceConfig = field(default_factory=SourceConfig)
     normal: SourceConfig = field(default_factory=SourceConfig)
+    benign: SourceConfig = field(default_factory=SourceConfig)
+    benign_answers: str | None = None
+    benign_anchors: bool = False
     max_length: int = 256
     num_negatives: int = 4
     batch_size: int = 2
@@ -113,27 +122,36 @@ class DataConfig:
         _require_choice("data.normal", "format", self.normal.format, NORMAL_FORMATS)
         for name in ("max_length", "num_negatives", "batch_size", "retain_batch_size"):
             _require_positive("data", name, getattr(self, name))
+        if self.benign_anchors and self.benign_answers is None:
+            raise ValueError(
+                "data.benign_anchors needs data.benign_answers (the model's own answers to "
+                "data.benign, written by `fastunlearn generate`)"
+            )
 
 
 @dataclass
 class GenerationConfig:
-    """Sampling of negatives from the model itself (``fastunlearn generate``); the number
-    per prompt is data.num_negatives and the output file data.negatives."""
+    """Sampling from the model itself (``fastunlearn generate``): negatives (data.num_negatives
+    per prompt, into data.negatives) and the greedy answers to data.benign (into
+    data.benign_answers). ``bf16``: under bfloat16 autocast (faster, same weights)."""
 
     max_new_tokens: int = 64
     temperature: float = 1.0
     top_p: float = 1.0
     batch_size: int = 8
     seed: int = 0
+    bf16: bool = False
 
 
 @dataclass
 class ObjectiveConfig:
-    """``name``: a method of fastunlearn.objectives.methods (wpn | ga | ga_mismatch_kl | npo)
+    """``name``: a method of fastunlearn.objectives.methods (wpn | ga | ga_mismatch_kl | npo | rr)
     and, beside it, that method's options only (left unset: the method's defaults, which live
     in its options dataclass there): temperature, similarity, layer, candidate_span,
-    positive_nll_weight, npair_weight for wpn; beta for npo; ga_weight, mismatch_weight,
-    kl_weight for ga_mismatch_kl. ``retain``: an optional extra term on data.retain
+    positive_nll_weight, npair_weight, opening_tokens, opening_weight,
+    negative_unlikelihood_weight for wpn; beta for npo;
+    ga_weight, mismatch_weight, kl_weight for ga_mismatch_kl; layers,
+    reroute_weight, hold_weight for rr. ``retain``: an optional extra term on data.retain
     (nll | kl) with ``retain_weight``. ``backend`` forces an op backend."""
 
     name: str = "wpn"
@@ -143,10 +161,16 @@ class ObjectiveConfig:
     candidate_span: str | None = None
     positive_nll_weight: float | None = None
     npair_weight: float | None = None
+    opening_tokens: int | None = None
+    opening_weight: float | None = None
+    negative_unlikelihood_weight: float | None = None
     beta: float | None = None
     ga_weight: float | None = None
     mismatch_weight: float | None = None
     kl_weight: float | None = None
+    layers: list[int] | None = None
+    reroute_weight: float | None = None
+    hold_weight: float | None = None
     retain: str | None = None
     retain_weight: float = 1.0
     backend: str | None = None
@@ -263,7 +287,8 @@ class EvaluationConfig:
     "default"; ``judge_template`` an optional text file with {prompt} and {response}) |
     classifier (``judge_model`` is a local sequence classifier whose ``harmful_labels`` mean
     harmful). The response classes and over-refusal always come from the rules.
-    ``prompts_per_set``: evaluate at most this many prompts of each held-out set (None: all)."""
+    ``prompts_per_set``: evaluate at most this many prompts of each held-out set (None: all).
+    ``bf16``: generate and measure under bfloat16 autocast (faster, same weights)."""
 
     judge: str = "rules"
     judge_model: str | None = None
@@ -271,6 +296,7 @@ class EvaluationConfig:
     harmful_labels: list[str] = field(default_factory=lambda: ["harmful"])
     max_new_tokens: int = 32
     prompts_per_set: int | None = None
+    bf16: bool = False
 
     def __post_init__(self):
         self.judge_template = _resolved(self.judge_template)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from fastunlearn.data.batches import (
@@ -14,7 +15,7 @@ from fastunlearn.data.batches import (
     SequenceSource,
     padding_id,
 )
-from fastunlearn.data.negatives import attach_negatives, read_negatives
+from fastunlearn.data.negatives import attach_negatives, read_answers, read_negatives
 from fastunlearn.data.readers import (
     HarmfulPrompt,
     read_corpus,
@@ -105,7 +106,10 @@ def build_sampler(
         if data.positives.path is not None:
             with _naming("data.positives"):
                 refusals = read_refusals(data.positives.path, field=data.positives.field)
-        records = forget_records(config)
+        records, unfinished = forget_records(config), ()
+        if data.benign_anchors:
+            anchors, unfinished = _benign_anchors(config, refusals)
+            records += anchors
         with _naming("data.forget"):
             forget = ContrastiveSource(
                 tokenizer,
@@ -114,6 +118,7 @@ def build_sampler(
                 refusals=refusals,
                 max_length=data.max_length,
                 name=data.forget.path,
+                unfinished=unfinished,
             )
     elif data.forget.format == "corpus":
         if method.mismatch_data:
@@ -164,6 +169,34 @@ def build_sampler(
         rank=rank,
         world_size=world_size,
     )
+
+
+# Refusals each benign anchor contrasts its answer with (a fixed sample: every pair of a
+# group is tokenized up front, so all refusals for every anchor would cost minutes).
+REFUSALS_PER_ANCHOR = 8
+
+
+def _benign_anchors(
+    config: UnlearnConfig, refusals: list[str]
+) -> tuple[list[HarmfulPrompt], list[tuple[str, str]]]:
+    """WPN groups for the model's own answers to benign prompts (data.benign_anchors): the
+    answer is the positive, refusals the negatives; and the (prompt, answer) pairs that
+    generation cut short."""
+    if not refusals:
+        raise ConfigError("data.benign_anchors contrasts answers with refusals: set data.positives")
+    with _naming("data.benign_answers"):
+        answers = read_answers(config.data.benign_answers)
+    rng = np.random.default_rng(config.train.seed)
+    count = min(REFUSALS_PER_ANCHOR, len(refusals))
+    anchors = [
+        HarmfulPrompt(
+            prompt,
+            tuple(refusals[i] for i in rng.choice(len(refusals), count, replace=False)),
+            (answer.text,),
+        )
+        for prompt, answer in answers
+    ]
+    return anchors, [(prompt, answer.text) for prompt, answer in answers if not answer.finished]
 
 
 def _mismatch_answers(config: UnlearnConfig) -> list[str]:

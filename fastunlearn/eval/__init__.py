@@ -18,7 +18,7 @@ from fastunlearn.eval.degeneration import (
     degeneration_measures,
     is_degenerate,
 )
-from fastunlearn.eval.demo import DEMO_DATA_DIR, demo_data_path, demo_suite
+from fastunlearn.eval.demo import DEMO_DATA_DIR, demo_data_path, demo_suite, read_benign_sets
 from fastunlearn.eval.generation import generate_responses
 from fastunlearn.eval.generative_judge import GenerativeJudge
 from fastunlearn.eval.harm_classifier import HarmClassifier, train_harm_classifier
@@ -87,6 +87,7 @@ __all__ = [
     "over_refusal_rate",
     "per_class_agreement",
     "perplexity",
+    "read_benign_sets",
     "rejudge",
     "share",
     "train_harm_classifier",

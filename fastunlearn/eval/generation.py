@@ -19,6 +19,7 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from fastunlearn.data import TokenizedExample, pad_examples
+from fastunlearn.data.negatives import end_token_ids
 from fastunlearn.data.tokenization import prompt_ids
 from fastunlearn.models import evaluation_mode
 
@@ -38,7 +39,7 @@ def generate_responses(
         raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    stop_ids = _stop_token_ids(model, tokenizer)
+    stop_ids = end_token_ids(model, tokenizer)
     if not stop_ids and tokenizer.pad_token_id is None:
         raise ValueError(
             "the tokenizer has neither an EOS nor a pad token to pad generation batches with"
@@ -75,12 +76,6 @@ def generate_responses(
                 for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
             ]
     return responses
-
-
-def _stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    configured = configured if isinstance(configured, list) else [configured]
-    return list(dict.fromkeys(i for i in [*configured, tokenizer.eos_token_id] if i is not None))
 
 
 def prompt_only_example(input_ids: list[int]) -> TokenizedExample:

@@ -14,7 +14,7 @@ from fastunlearn.models.loading import (
 )
 from fastunlearn.models.lora import add_lora, lora_config
 from fastunlearn.models.patch import apply_fastunlearn
-from fastunlearn.models.reference import ReferenceModel, evaluation_mode
+from fastunlearn.models.reference import ReferenceModel, bf16_autocast, evaluation_mode
 
 __all__ = [
     "SUPPORTED_MODEL_TYPES",
@@ -23,6 +23,7 @@ __all__ = [
     "ReferenceModel",
     "add_lora",
     "apply_fastunlearn",
+    "bf16_autocast",
     "default_model_location",
     "evaluation_mode",
     "load_default_model",

@@ -8,6 +8,7 @@ built here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -65,14 +66,26 @@ class CausalLMAdapter:
         output of block i, and -1 (like None) the head input (after the final norm, and
         after OPT's project_out). None avoids keeping the other layers' outputs.
         """
-        outputs = self.causal_lm.base_model(
+        if layer is None:
+            return self._body(input_ids, attention_mask, all_layers=False).last_hidden_state
+        return self.hidden_states_at(input_ids, attention_mask, [layer])[0]
+
+    def hidden_states_at(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layers: Sequence[int]
+    ) -> list[torch.Tensor]:
+        """Hidden states [B, T, H] of each of ``layers`` (indexed as in ``hidden_states``),
+        all from one forward pass."""
+        outputs = self._body(input_ids, attention_mask, all_layers=True)
+        return [outputs.hidden_states[layer] for layer in layers]
+
+    def _body(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, all_layers: bool):
+        return self.causal_lm.base_model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             use_cache=False,
-            output_hidden_states=layer is not None,
+            output_hidden_states=all_layers,
             return_dict=True,
         )
-        return outputs.last_hidden_state if layer is None else outputs.hidden_states[layer]
 
     def output_head(self) -> OutputHead:
         head = self.causal_lm.get_output_embeddings()

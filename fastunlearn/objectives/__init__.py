@@ -17,6 +17,7 @@ _EXPORTS = {
     "WeightedSum": "compose",
     "ga_mismatch_kl": "compose",
     "RetainKL": "kl",
+    "Hold": "rr",
     "GradientAscent": "likelihood",
     "ResponseNLL": "likelihood",
     "response_logprob": "likelihood",
@@ -24,6 +25,7 @@ _EXPORTS = {
     "Method": "methods",
     "NPO": "npo",
     "ObjectiveOutput": "output",
+    "Reroute": "rr",
     "WPN": "wpn",
 }
 __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

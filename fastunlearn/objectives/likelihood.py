@@ -21,13 +21,20 @@ def response_labels(input_ids: torch.Tensor, response_mask: torch.Tensor) -> tor
     return input_ids[:, 1:].long().masked_fill(~response_mask[:, 1:], IGNORE_INDEX)
 
 
-def per_sequence_token_weights(response_mask: torch.Tensor) -> torch.Tensor:
+def per_sequence_token_weights(
+    response_mask: torch.Tensor, opening_tokens: int = 0, opening_weight: float = 1.0
+) -> torch.Tensor:
     """[B, T-1] weights on response targets that sum to 1/B in every sequence.
 
     Every sequence then counts equally, however long its response (Yao et al. average the
-    token losses within each answer, then over answers).
+    token losses within each answer, then over answers). The first ``opening_tokens``
+    targets of each response weigh ``opening_weight`` times the others before that
+    normalisation: the opening is where a model commits to answering or refusing.
     """
     counted = response_mask[:, 1:].float()
+    if opening_tokens and opening_weight != 1.0:
+        opening = (counted.cumsum(dim=1) <= opening_tokens) & (counted > 0)
+        counted = counted + (opening_weight - 1.0) * opening.float()
     return counted / (counted.sum(dim=1, keepdim=True) * counted.shape[0])
 
 
@@ -48,15 +55,19 @@ def mean_response_nll_from_hidden(
     response_mask: torch.Tensor,
     scale: float,
     backend: str | None,
+    token_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """mean_response_nll given the sequences' head-input hidden states [B, T, H]."""
+    """mean_response_nll given the sequences' head-input hidden states [B, T, H];
+    ``token_weight`` [B, T-1] replaces the equal per-sequence weights."""
     head = model.output_head()
     return linear_nll(
         hidden[:, :-1],
         head.weight,
         response_labels(input_ids, response_mask),
         head.bias,
-        token_weight=per_sequence_token_weights(response_mask),
+        token_weight=(
+            per_sequence_token_weights(response_mask) if token_weight is None else token_weight
+        ),
         scale=scale,
         ignore_index=IGNORE_INDEX,
         reduction="sum",

@@ -23,7 +23,9 @@ class WPNOptions:
     """Weighted positional N-pair: ``temperature`` of the N-pair softmax; ``similarity``
     cosine | dot; ``layer`` pooled (None: the head's input); ``candidate_span`` response |
     sequence; the refusal likelihood term's weight (``positive_nll_weight``) and the N-pair
-    term's (``npair_weight``)."""
+    term's (``npair_weight``); in that likelihood term the first ``opening_tokens`` tokens
+    of each positive weigh ``opening_weight`` times the rest; ``negative_unlikelihood_weight``
+    weighs an unlikelihood term on the first ``opening_tokens`` tokens of each negative."""
 
     temperature: float = 0.1
     similarity: str = "cosine"
@@ -31,10 +33,26 @@ class WPNOptions:
     candidate_span: str = "response"
     positive_nll_weight: float = 0.0
     npair_weight: float = 1.0
+    opening_tokens: int = 0
+    opening_weight: float = 1.0
+    negative_unlikelihood_weight: float = 0.0
 
     def __post_init__(self):
         if not self.temperature > 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if self.negative_unlikelihood_weight and not self.opening_tokens:
+            raise ValueError(
+                "negative_unlikelihood_weight acts on the first opening_tokens tokens of each "
+                "negative: set opening_tokens too"
+            )
+        if not self.negative_unlikelihood_weight >= 0:
+            weight = self.negative_unlikelihood_weight
+            raise ValueError(f"negative_unlikelihood_weight must be >= 0, got {weight}")
+        if self.opening_tokens < 0 or not self.opening_weight > 0:
+            raise ValueError(
+                "opening_tokens must be >= 0 and opening_weight positive, got "
+                f"{self.opening_tokens} and {self.opening_weight}"
+            )
 
 
 @dataclass(frozen=True)
@@ -60,6 +78,29 @@ class GAMismatchKLOptions:
     ga_weight: float = 0.5
     mismatch_weight: float = 1.0
     kl_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class RROptions:
+    """Representation rerouting (circuit breakers): ``layers`` compared with the reference
+    (indices into the hidden-state tuple, 0 = embeddings; the default suits a 30-layer model
+    such as SmolLM2-135M), the weights of the rerouting term on forget responses
+    (``reroute_weight``) and of the holding term on retain text (``hold_weight``)."""
+
+    layers: tuple[int, ...] = (10, 20)
+    reroute_weight: float = 1.0
+    hold_weight: float = 1.0
+
+    def __post_init__(self):
+        # A config hands over a list: a tuple keeps the frozen options hashable and comparable.
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if not self.layers:
+            raise ValueError("layers must name at least one layer")
+        for name in ("reroute_weight", "hold_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.reroute_weight == 0 and self.hold_weight == 0:
+            raise ValueError("reroute_weight and hold_weight are both 0: rr would train nothing")
 
 
 Builder = Callable[..., list["Term"]]  # (options, reference or None, backend) -> terms
@@ -94,6 +135,16 @@ def _ga_mismatch_kl(
     return list(ga_mismatch_kl(reference, **asdict(options), backend=backend).terms)
 
 
+def _rr(options: RROptions, reference: ReferenceModel | None, backend: str | None):
+    from fastunlearn.objectives.compose import Term
+    from fastunlearn.objectives.rr import Hold, Reroute
+
+    return [
+        Term("reroute", Reroute(reference, options.layers), options.reroute_weight, "forget"),
+        Term("hold", Hold(reference, options.layers), options.hold_weight, "retain"),
+    ]
+
+
 @dataclass(frozen=True)
 class Method:
     """``data``: "contrastive" trains on prompts with a harmless positive and harmful
@@ -124,4 +175,5 @@ METHODS: dict[str, Method] = {
         forget_statistic="ga/nll",
     ),
     "npo": Method(NPOOptions, _npo, "sequences", needs_reference=True),
+    "rr": Method(RROptions, _rr, "sequences", needs_reference=True, retain_data=True),
 }

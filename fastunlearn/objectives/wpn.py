@@ -7,10 +7,14 @@ import torch
 
 from fastunlearn.models import CausalLMAdapter
 from fastunlearn.objectives.batch import ContrastiveBatch
-from fastunlearn.objectives.likelihood import mean_response_nll_from_hidden
+from fastunlearn.objectives.likelihood import (
+    IGNORE_INDEX,
+    mean_response_nll_from_hidden,
+    per_sequence_token_weights,
+)
 from fastunlearn.objectives.methods import WPNOptions
 from fastunlearn.objectives.output import ObjectiveOutput
-from fastunlearn.ops import npair_loss, position_weighted_mean_pool
+from fastunlearn.ops import linear_nll, npair_loss, position_weighted_mean_pool
 from fastunlearn.ops.npair import SIMILARITIES
 
 CANDIDATE_SPANS = ("response", "sequence")
@@ -29,6 +33,9 @@ class WPN:
     likelihood term on the positives (refusals) makes the model also say them. With the
     pooled layer at the head input it reuses the positives' rows of the same forward.
     npair_weight=0 keeps that likelihood term alone (an ablation: what the N-pair term adds).
+    The unlikelihood term makes the negatives' openings unlikely token by token (a refusal
+    after a benign prompt, "Sure, here is" after a harmful one), bounded where GA is not:
+    it asks for nothing once a token is improbable.
     """
 
     def __init__(
@@ -39,6 +46,9 @@ class WPN:
         candidate_span: str = WPNOptions.candidate_span,
         positive_nll_weight: float = WPNOptions.positive_nll_weight,
         npair_weight: float = WPNOptions.npair_weight,
+        opening_tokens: int = WPNOptions.opening_tokens,
+        opening_weight: float = WPNOptions.opening_weight,
+        negative_unlikelihood_weight: float = WPNOptions.negative_unlikelihood_weight,
         *,
         backend: str | None = None,
     ):
@@ -61,6 +71,8 @@ class WPN:
         self.temperature, self.similarity, self.layer = temperature, similarity, layer
         self.candidate_span, self.backend = candidate_span, backend
         self.positive_nll_weight, self.npair_weight = positive_nll_weight, npair_weight
+        self.opening_tokens, self.opening_weight = opening_tokens, opening_weight
+        self.negative_unlikelihood_weight = negative_unlikelihood_weight
 
     def __call__(self, model: CausalLMAdapter, batch: ContrastiveBatch) -> ObjectiveOutput:
         k = batch.num_candidates
@@ -103,11 +115,53 @@ class WPN:
                 hidden[::k] if self.layer in (None, -1) else model.hidden_states(ids, attention)
             )
             positive_nll = mean_response_nll_from_hidden(
-                model, head_input, ids, response, self.positive_nll_weight, self.backend
+                model,
+                head_input,
+                ids,
+                response,
+                self.positive_nll_weight,
+                self.backend,
+                per_sequence_token_weights(response, self.opening_tokens, self.opening_weight),
             )
             loss = loss + positive_nll
             stats["positive_nll"] = positive_nll.detach() / self.positive_nll_weight
+        if self.negative_unlikelihood_weight:
+            unlikelihood = self._negative_unlikelihood(model, batch, hidden)
+            loss = loss + self.negative_unlikelihood_weight * unlikelihood
+            stats["negative_unlikelihood"] = unlikelihood.detach()
         return ObjectiveOutput(loss, stats)
+
+    def _negative_unlikelihood(
+        self, model: CausalLMAdapter, batch: ContrastiveBatch, hidden: torch.Tensor
+    ) -> torch.Tensor:
+        """Mean over the negatives in candidate_mask of the mean over their first
+        opening_tokens tokens of -log(1 - p(y_t | y_<t))."""
+        k = batch.num_candidates
+        rows = torch.arange(batch.input_ids.shape[0], device=hidden.device) % k != 0
+        if batch.candidate_mask is not None:
+            rows &= batch.candidate_mask.reshape(-1).to(rows.device)
+        ids = batch.input_ids[rows]
+        head_input = (
+            hidden[rows]
+            if self.layer in (None, -1)
+            else model.hidden_states(ids, batch.attention_mask[rows])
+        )
+        counted = batch.response_mask[rows][:, 1:]
+        opening = counted & (counted.cumsum(dim=1) <= self.opening_tokens)
+        head = model.output_head()
+        token_nll = linear_nll(
+            head_input[:, :-1],
+            head.weight,
+            ids[:, 1:].long().masked_fill(~opening, IGNORE_INDEX),
+            head.bias,
+            ignore_index=IGNORE_INDEX,
+            reduction="none",
+            backend=self.backend,
+        )
+        # -log(1 - p) with p = exp(-nll); p kept below 1 so the gradient stays finite.
+        unlikely = -torch.log(-torch.expm1(-token_nll.clamp_min(1e-6)))
+        per_sequence = (unlikely * opening).sum(dim=1) / opening.sum(dim=1).clamp_min(1)
+        return per_sequence.mean()
 
     def _stats(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         similarity = logits * self.temperature  # -inf where a candidate is masked out

@@ -4,10 +4,14 @@ import pytest
 import torch
 
 from fastunlearn.data.negatives import (
+    Sampled,
     attach_negatives,
     generate_negatives,
     prompt_ids,
+    read_answers,
     read_negatives,
+    sample_responses,
+    save_answers,
     save_negatives,
 )
 from fastunlearn.data.readers import HarmfulPrompt
@@ -59,6 +63,36 @@ def test_left_padding_does_not_change_a_prompts_answer(model, any_tokenizer):
     alone = generate(tiny, any_tokenizer, PROMPTS[:1], num_negatives=1, temperature=1e-4)
     batched = generate(tiny, any_tokenizer, PROMPTS, num_negatives=1, temperature=1e-4)
     assert batched[0].negatives == alone[0].negatives
+
+
+def test_greedy_responses_are_flagged_finished_only_when_an_end_token_came(any_tokenizer):
+    tiny = tiny_opt(any_tokenizer)
+    options = {"temperature": 0.0, "batch_size": 2, "progress": False, "max_new_tokens": 4}
+    (cut,) = sample_responses(tiny, any_tokenizer, PROMPTS[:1], 1, **options)[0]
+    ids = torch.tensor([prompt_ids(any_tokenizer, PROMPTS[0])])
+    with torch.no_grad():
+        new = tiny.generate(ids, max_new_tokens=4, do_sample=False)[0, ids.shape[1] :].tolist()
+    assert cut.finished == (any_tokenizer.eos_token_id in new)
+    # Make the model's second token an end token: the same answer now ends there, finished.
+    tiny.generation_config.eos_token_id = new[1]
+    (ended,) = sample_responses(tiny, any_tokenizer, PROMPTS[:1], 1, **options)[0]
+    assert ended.finished
+    assert ended.text == any_tokenizer.decode(new[:2], skip_special_tokens=True).strip()
+    with pytest.raises(ValueError, match="greedy decoding"):
+        sample_responses(tiny, any_tokenizer, PROMPTS, 2, temperature=0.0)
+
+
+def test_answers_round_trip_with_their_finished_flags(tmp_path):
+    answers = [(PROMPTS[0], Sampled("Once upon a time.", True)), (PROMPTS[1], Sampled("No", False))]
+    path = save_answers(tmp_path / "answers.jsonl", answers)
+    assert read_answers(path) == answers
+    plain = write_rows(tmp_path, "pairs", ".jsonl", [{"prompt": "p", "response": "r"}])
+    assert read_answers(plain) == [("p", Sampled("r", True))]
+    bad = write_rows(
+        tmp_path, "bad", ".jsonl", [{"prompt": "p", "response": "r", "finished": "yes"}]
+    )
+    with pytest.raises(ValueError, match="row 0 has finished='yes'"):
+        read_answers(bad)
 
 
 def test_jsonl_round_trip_is_atomic(tmp_path):

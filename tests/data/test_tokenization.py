@@ -71,6 +71,18 @@ def test_chat_template_spans(chat_tokenizer):
     assert span_text(chat_tokenizer, example, outside) == "\n"
 
 
+def test_a_response_cut_short_ends_without_a_marker(any_tokenizer):
+    finished = tokenize_pair(any_tokenizer, PROMPT, RESPONSE)
+    cut = tokenize_pair(any_tokenizer, PROMPT, RESPONSE, finished=False)
+    assert_contiguous_prompt_then_response(cut)
+    # The same tokens up to the end of the content, and nothing after: no end-of-turn
+    # marker or EOS for the model to learn to emit there.
+    assert cut.input_ids == finished.input_ids[: len(cut)]
+    assert cut.prompt_mask == finished.prompt_mask[: len(cut)]
+    assert span_text(any_tokenizer, cut, cut.response_mask).strip() == RESPONSE
+    assert cut.response_mask[-1] and len(cut) < len(finished)
+
+
 def test_chat_template_that_trims_content():
     tokenizer = build_tokenizer(
         special_tokens={"eos_token": "<|im_end|>", "bos_token": "<|im_start|>"},

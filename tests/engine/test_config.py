@@ -32,7 +32,8 @@ def test_yaml_then_overrides_with_types_converted(tmp_path):
         ("train.max_steps=many", "Value 'many' of type 'str' could not be converted to Integer"),
         (
             "objective.name=sgd",
-            r"objective.name must be one of \['wpn', 'ga', 'ga_mismatch_kl', 'npo'\], got 'sgd'",
+            r"objective.name must be one of "
+            r"\['wpn', 'ga', 'ga_mismatch_kl', 'npo', 'rr'\], got 'sgd'",
         ),
         ("train.max_steps", "must look like key=value"),
         (
@@ -59,7 +60,15 @@ def test_unknown_key_in_a_file_names_the_file(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name", ["wpn_lora.yaml", "ga_mismatch_kl.yaml", "npo.yaml", "demo.yaml", "recipe_full.yaml"]
+    "name",
+    [
+        "wpn_lora.yaml",
+        "ga_mismatch_kl.yaml",
+        "npo.yaml",
+        "rr_lora.yaml",
+        "demo.yaml",
+        "recipe_full.yaml",
+    ],
 )
 def test_shipped_configs_load(name):
     config = UnlearnConfig.load(CONFIGS / name)

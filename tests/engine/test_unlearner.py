@@ -19,6 +19,7 @@ from tests.engine.helpers import run_config, tiny_opt, training_rows, write_json
         ("ga", {"objective__retain": "kl"}, ["ga", "ga/nll", "retain_kl"]),
         ("ga_mismatch_kl", {"train__gradient_accumulation_steps": 2}, ["ga", "mismatch", "kl"]),
         ("npo", {"objective__retain": "nll"}, ["npo", "retain_nll"]),
+        ("rr", {"objective__layers": "[1,-1]"}, ["reroute", "reroute/cos", "hold"]),
     ],
 )
 def test_each_objective_trains_and_exports_a_loadable_model(

@@ -16,6 +16,7 @@ FILES = [
     "refusals.txt",
     "benign_train.jsonl",
     "benign_eval.jsonl",
+    "benign_pairs.jsonl",
     "normal_text_train.jsonl",
     "normal_text_eval.jsonl",
     "story.txt",
@@ -50,6 +51,20 @@ def _closest_pair(prompts_a, prompts_b):
     )
 
 
+TRAINING_FORMS = {
+    "direct",
+    "instructions",
+    "persuasive",
+    "list",
+    "code",
+    "past_tense",
+    "hypothetical",
+    "roleplay",
+    "research",
+}
+HELD_OUT_FORMS = {"fiction", "future_tense", "indirect", "completion", "casual"}
+
+
 def test_harmful_splits():
     train, held_out, ood = (
         _rows("harmful_train.jsonl"),
@@ -57,22 +72,47 @@ def test_harmful_splits():
         _rows("harmful_ood.jsonl"),
     )
     train_counts = Counter(r["category"] for r in train)
-    eval_counts = Counter(r["category"] for r in held_out + ood)
-    assert len(held_out) + len(ood) >= 200 and len(eval_counts) >= 12
-    assert len(train_counts) == 10 and set(train_counts) <= set(eval_counts)
-    # Whole categories are held out of training: the out-of-distribution test.
-    held_out_categories = set(eval_counts) - set(train_counts)
-    assert len(held_out_categories) >= 4 and all(eval_counts[c] >= 15 for c in held_out_categories)
-    assert all(eval_counts[c] >= 12 for c in train_counts)
+    assert len(train) >= 600 and len(train_counts) >= 15
+    # Every category teaches every training form, so no form is tied to one kind of harm.
+    for category in train_counts:
+        forms = Counter(r["form"] for r in train if r["category"] == category)
+        assert set(forms) == TRAINING_FORMS and min(forms.values()) >= 3, (category, forms)
+    assert {r["form"] for r in held_out} <= TRAINING_FORMS
+    assert {r["category"] for r in held_out} == set(train_counts)
+    # Whole phrasings are held out: no training prompt uses them, each is asked in every
+    # training category ...
+    for form in HELD_OUT_FORMS:
+        categories = {r["category"] for r in ood if r["form"] == form}
+        assert categories >= set(train_counts), form
+    # ... and whole categories too.
+    held_out_categories = {r["category"] for r in ood} - set(train_counts)
+    assert len(held_out_categories) >= 2
+    assert all(sum(r["category"] == c for r in ood) >= 15 for c in held_out_categories), (
+        held_out_categories
+    )
     prompts = [r["prompt"] for r in train + held_out + ood]
     assert len(set(prompts)) == len(prompts)
+
+
+def test_benign_twins_use_the_same_forms():
+    train, held_out = _rows("benign_train.jsonl"), _rows("benign_eval.jsonl")
+    kinds = Counter(r["kind"] for r in train)
+    assert (
+        len(train) >= 600 and min(kinds[k] for k in ("lookalike", "sensitive", "template")) >= 150
+    )
+    assert {r["form"] for r in train} == TRAINING_FORMS
+    assert {r["form"] for r in held_out} >= HELD_OUT_FORMS
+    assert all(r["lookalike"] == (r["kind"] == "lookalike") for r in train + held_out)
 
 
 @pytest.mark.parametrize(
     ("train_file", "eval_files", "max_overlap"),
     [
-        ("harmful_train.jsonl", ["harmful_eval.jsonl", "harmful_ood.jsonl"], 0.7),
+        ("harmful_train.jsonl", ["harmful_eval.jsonl", "harmful_ood.jsonl"], 0.6),
         ("benign_train.jsonl", ["benign_eval.jsonl"], 0.6),
+        ("benign_pairs.jsonl", ["benign_eval.jsonl"], 0.6),
+        ("harmful_train.jsonl", ["benign_eval.jsonl"], 0.6),
+        ("benign_train.jsonl", ["harmful_eval.jsonl", "harmful_ood.jsonl"], 0.6),
     ],
 )
 def test_training_and_evaluation_prompts_are_disjoint(train_file, eval_files, max_overlap):
@@ -82,17 +122,15 @@ def test_training_and_evaluation_prompts_are_disjoint(train_file, eval_files, ma
     assert overlap <= max_overlap, (train_prompt, eval_prompt)
 
 
-def test_benign_evaluation_is_mostly_sensitive_but_legitimate():
-    train, held_out = _rows("benign_train.jsonl"), _rows("benign_eval.jsonl")
-    counts = Counter(r["category"] for r in held_out)
-    assert len(held_out) >= 200
-    sensitive = sum(counts[c] for c in counts if c not in ("lookalike", "everyday"))
-    assert sensitive / len(held_out) >= 0.5 and counts["lookalike"] >= 40
-    assert all(r["response"].strip() for r in train)
+def test_benign_evaluation_is_sensitive_questions_and_look_alikes():
+    held_out = _rows("benign_eval.jsonl")
+    kinds = Counter(r["kind"] for r in held_out)
+    assert kinds["sensitive"] >= 100 and kinds["lookalike"] >= 100
+    assert all(r["response"].strip() for r in _rows("benign_pairs.jsonl"))
 
 
 def test_the_data_layer_reads_every_file():
-    assert len(read_prompts(demo_data_path("harmful_train.jsonl"))) == 98
+    assert len(read_prompts(demo_data_path("harmful_train.jsonl"))) == 660
     refusals = read_refusals(demo_data_path("refusals.txt"))
     assert len(refusals) >= 100 and all(
         RuleJudge().classify_one(text) == "refusal" for text in refusals
@@ -112,11 +150,14 @@ def test_the_data_layer_reads_every_file():
 
 def test_demo_suite_uses_the_held_out_files():
     suite = demo_suite(max_new_tokens=32)
-    sizes = [
-        len(_rows(name))
-        for name in ("harmful_eval.jsonl", "benign_eval.jsonl", "harmful_ood.jsonl")
+    benign = _rows("benign_eval.jsonl")
+    lookalike = [r["prompt"] for r in benign if r["lookalike"]]
+    assert list(suite.lookalike_prompts) == lookalike
+    assert len(suite.benign_prompts) == len(benign) - len(lookalike)
+    assert [len(suite.harmful_prompts), len(suite.ood_prompts)] == [
+        len(_rows("harmful_eval.jsonl")),
+        len(_rows("harmful_ood.jsonl")),
     ]
-    assert [len(suite.harmful_prompts), len(suite.benign_prompts), len(suite.ood_prompts)] == sizes
     assert suite.max_new_tokens == 32
     with pytest.raises(FileNotFoundError, match="available"):
         demo_data_path("missing.jsonl")
@@ -124,9 +165,10 @@ def test_demo_suite_uses_the_held_out_files():
 
 def test_a_limited_demo_suite_keeps_every_category():
     suite = demo_suite(limit=40)
-    assert len(suite.harmful_prompts) == len(suite.benign_prompts) == len(suite.ood_prompts) == 40
+    sets = (suite.harmful_prompts, suite.benign_prompts, suite.lookalike_prompts, suite.ood_prompts)
+    assert [len(prompts) for prompts in sets] == [40] * 4
     kept = set(suite.harmful_prompts) | set(suite.ood_prompts)
-    # Every category with at least one prompt per 110 / 40 rows keeps a prompt.
+    # Every category with at least one prompt per len(rows) / 40 rows keeps a prompt.
     for rows in (_rows("harmful_eval.jsonl"), _rows("harmful_ood.jsonl")):
         counts = Counter(r["category"] for r in rows)
         large = {c for c in counts if counts[c] >= len(rows) / 40}

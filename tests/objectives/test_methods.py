@@ -34,6 +34,9 @@ def test_each_method_builds_its_terms_from_its_defaults(name):
         (["objective.name=wpn", "objective.beta=0.2"], "beta is an option of npo, not of 'wpn'"),
         (["objective.name=npo", "objective.kl_weight=2"], "kl_weight is an option of ga_mismatch"),
         (["objective.name=npo", "objective.beta=0"], "objective: beta must be positive"),
+        (["objective.opening_tokens=-1"], "opening_tokens must be >= 0"),
+        (["objective.opening_weight=0"], "opening_weight positive"),
+        (["objective.negative_unlikelihood_weight=1"], "set opening_tokens too"),
     ],
 )
 def test_options_of_another_method_or_bad_values_are_refused(overrides, message):

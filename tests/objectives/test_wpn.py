@@ -31,6 +31,12 @@ def test_wpn_matches_plain_formulation(model_type, backend):
         {"positive_nll_weight": 1.3, "layer": 1},
         {"positive_nll_weight": 1.0, "npair_weight": 0.0},  # the refusal likelihood alone
         {"positive_nll_weight": 0.5, "npair_weight": 2.0},
+        # The opening tokens of each positive weigh more (and a window past its end).
+        {"positive_nll_weight": 1.0, "opening_tokens": 3, "opening_weight": 4.0},
+        {"positive_nll_weight": 1.0, "opening_tokens": 500, "opening_weight": 0.5},
+        # Unlikelihood on the negatives' openings, with and without the likelihood term.
+        {"positive_nll_weight": 1.0, "opening_tokens": 2, "negative_unlikelihood_weight": 0.7},
+        {"opening_tokens": 4, "negative_unlikelihood_weight": 2.0},
     ],
     ids=lambda options: "-".join(options),
 )
@@ -44,15 +50,16 @@ def test_wpn_options_match_plain_formulation(options):
     )
 
 
-def test_prompts_with_fewer_negatives():
+@pytest.mark.parametrize("options", [{}, {"opening_tokens": 3, "negative_unlikelihood_weight": 1}])
+def test_prompts_with_fewer_negatives(options):
     candidate_mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
     model = tiny_model("llama")
     batch = random_contrastive_batch(seed=42, candidate_mask=candidate_mask)
-    objective, adapter = WPN(temperature=0.1), CausalLMAdapter(model)
+    objective, adapter = WPN(temperature=0.1, **options), CausalLMAdapter(model)
     assert_same_loss_and_gradients(
         model,
         lambda: objective(adapter, batch).loss,
-        lambda: plain.wpn(model, batch, temperature=0.1),
+        lambda: plain.wpn(model, batch, temperature=0.1, **options),
     )
 
 
