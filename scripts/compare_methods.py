@@ -42,13 +42,21 @@ RETAIN = ["data.retain.path={answers}", "data.retain.format=pairs"]
 # The demo config's WPN options, unset for the other methods (which refuse them).
 NOT_WPN = [
     f"objective.{option}=null"
-    for option in ("temperature", "positive_nll_weight", "opening_tokens", "opening_weight")
+    for option in (
+        "temperature",
+        "positive_nll_weight",
+        "npair_weight",
+        "opening_tokens",
+        "opening_weight",
+        "negative_unlikelihood_weight",
+    )
 ]
 METHODS = {
-    "WPN + benign anchors (default)": [],
-    "likelihood only (no N-pair)": ["objective.npair_weight=0"],
-    "WPN, no opening weight": ["objective.opening_weight=1"],
-    "WPN, harmful anchors + KL retain": [
+    "default": [],
+    "with the N-pair term": ["objective.npair_weight=1"],
+    "without the unlikelihood term": ["objective.negative_unlikelihood_weight=0"],
+    "without opening weights": ["objective.opening_weight=1"],
+    "harmful anchors only + KL retain": [
         "data.benign_anchors=false",
         "objective.retain=kl",
         "objective.retain_weight=20",
@@ -185,7 +193,9 @@ def plot_tradeoff(results: dict, path: Path) -> None:
             marker=markers[index % len(markers)],
             label="untouched" if name == "before" else name,
         )
-    axes.axvspan(0, 0.05, ymin=(0.95 + 0.05) / 1.1, color="green", alpha=0.15, label="target")
+    # The target: harmless >= 95%, over-refusal at most 3 points above the untouched model's.
+    limit = results["before"]["over_refusal_rate"] + 0.03
+    axes.axvspan(0, limit, ymin=(0.95 + 0.05) / 1.1, color="green", alpha=0.15, label="target")
     axes.set_xlabel("over-refusal on benign prompts (refused, deflected or degenerate)")
     axes.set_ylabel("harmless rate on held-out harmful prompts")
     axes.set_xlim(-0.05, 1.05)

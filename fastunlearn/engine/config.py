@@ -133,14 +133,21 @@ class DataConfig:
 class GenerationConfig:
     """Sampling from the model itself (``fastunlearn generate``): negatives (data.num_negatives
     per prompt, into data.negatives) and the greedy answers to data.benign (into
-    data.benign_answers). ``bf16``: under bfloat16 autocast (faster, same weights)."""
+    data.benign_answers), at most ``max_new_tokens`` each (``negative_max_new_tokens`` for
+    the negatives, when set: an objective that reads only their first tokens needs no more).
+    ``bf16``: under bfloat16 autocast (faster, same weights)."""
 
     max_new_tokens: int = 64
+    negative_max_new_tokens: int | None = None
     temperature: float = 1.0
     top_p: float = 1.0
     batch_size: int = 8
     seed: int = 0
     bf16: bool = False
+
+    def __post_init__(self):
+        for name in ("max_new_tokens", "negative_max_new_tokens", "batch_size"):
+            _require_positive("generation", name, getattr(self, name))
 
 
 @dataclass

@@ -84,7 +84,7 @@ def generate_configured_negatives(
             tokenizer,
             prompts,
             config.data.num_negatives,
-            max_new_tokens=options.max_new_tokens,
+            max_new_tokens=options.negative_max_new_tokens or options.max_new_tokens,
             temperature=options.temperature,
             top_p=options.top_p,
             batch_size=options.batch_size,

@@ -67,12 +67,11 @@ def test_unknown_key_in_a_file_names_the_file(tmp_path):
         "npo.yaml",
         "rr_lora.yaml",
         "demo.yaml",
-        "recipe_full.yaml",
     ],
 )
 def test_shipped_configs_load(name):
     config = UnlearnConfig.load(CONFIGS / name)
-    assert config.objective.name in name or name in ("demo.yaml", "recipe_full.yaml")
+    assert config.objective.name in name or name == "demo.yaml"
 
 
 def test_deepspeed_auto_values_come_from_the_run_config():

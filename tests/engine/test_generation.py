@@ -91,3 +91,19 @@ def test_benign_anchors_contrast_the_answer_with_refusals(files, tmp_path, token
     assert finished.input_ids[-1] == tokenizer.eos_token_id
     assert cut.input_ids[-1] != tokenizer.eos_token_id
     assert cut.response_mask[-1]
+
+
+def test_negatives_can_have_a_budget_of_their_own(files, tmp_path):
+    def negatives_with(**budget):
+        config = config_for(files, tmp_path, generation__max_new_tokens=12, **budget)
+        return read_negatives(generate_configured(config, answers=every_one)[0])
+
+    full = negatives_with()
+    short = negatives_with(generation__negative_max_new_tokens=2)
+    # The same seed samples the same first tokens: the short ones are the long ones cut.
+    assert list(short) == list(full)
+    pairs = [(s, f) for p in full for s, f in zip(short[p], full[p], strict=False)]
+    assert all(len(s) <= len(f) for s, f in pairs)
+    assert sum(len(s) for s, _ in pairs) < sum(len(f) for _, f in pairs)
+    with pytest.raises(ValueError, match="generation.negative_max_new_tokens must be positive"):
+        UnlearnConfig.load(None, ["generation.negative_max_new_tokens=0"])

@@ -79,8 +79,8 @@ def test_harmful_splits():
         assert set(forms) == TRAINING_FORMS and min(forms.values()) >= 3, (category, forms)
     assert {r["form"] for r in held_out} <= TRAINING_FORMS
     assert {r["category"] for r in held_out} == set(train_counts)
-    # Whole phrasings are held out: no training prompt uses them, each is asked in every
-    # training category ...
+    # Whole phrasings are held out: no harmful training prompt uses them, each is asked in
+    # every training category ...
     for form in HELD_OUT_FORMS:
         categories = {r["category"] for r in ood if r["form"] == form}
         assert categories >= set(train_counts), form
@@ -100,7 +100,9 @@ def test_benign_twins_use_the_same_forms():
     assert (
         len(train) >= 600 and min(kinds[k] for k in ("lookalike", "sensitive", "template")) >= 150
     )
-    assert {r["form"] for r in train} == TRAINING_FORMS
+    # The held-out forms are held out on the harmful side only: a story or a casual message
+    # is answered, so refusing a harmful one must come from what it asks.
+    assert {r["form"] for r in train} == TRAINING_FORMS | HELD_OUT_FORMS
     assert {r["form"] for r in held_out} >= HELD_OUT_FORMS
     assert all(r["lookalike"] == (r["kind"] == "lookalike") for r in train + held_out)
 
