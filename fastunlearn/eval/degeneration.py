@@ -24,7 +24,7 @@ others' lowest (0.53), so that measure only backs up the first at 0.35 (one word
 over). No labelled response is token salad: the letter share's 0.5 is a judgement (prose has
 about 0.8 and more there), covered by the tests rather than by labels. Nor is any in another
 language: every labelled response that is not degenerate has an English word share of 0.26
-or more (of all 569), so 0.15 leaves a wide margin while gibberish scores near 0.
+or more (of all 737), so 0.15 leaves a wide margin while gibberish scores near 0.
 """
 
 from __future__ import annotations
