@@ -8,6 +8,7 @@ from fastunlearn.data.tokenization import prompt_ids
 from fastunlearn.engine.steering import fit_refusal_direction, pooled_prompt_states, steered
 from fastunlearn.eval import generate_responses
 from tests.engine.helpers import HARMFUL, NORMAL
+from tests.eval.conftest import tiny_causal_lm
 
 HARMFUL_PROMPTS = [HARMFUL[0][0], HARMFUL[4][0], "Pick the lock of the house."]
 BENIGN_PROMPTS = [prompt for prompt, _ in NORMAL]
@@ -16,21 +17,7 @@ assert not set(HARMFUL_PROMPTS) & set(BENIGN_PROMPTS)
 
 @pytest.fixture
 def llama_like(tokenizer):
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return AutoModelForCausalLM.from_config(config).eval()
+    return tiny_causal_lm("llama", tokenizer)
 
 
 @pytest.mark.parametrize("architecture", ["model", "llama_like"])
